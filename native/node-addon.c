@@ -1,0 +1,104 @@
+/*
+ * The two system calls Node.js lacks that a root authentication daemon needs:
+ *   peerCredentials(fd) → {pid, uid, gid}   getsockopt(SO_PEERCRED): who is at the other end of a
+ *                                            Unix socket, as the kernel recorded it at connect()
+ *   setDumpable(bool), isDumpable() → bool   prctl(PR_[SG]ET_DUMPABLE): no core file and no ptrace
+ *                                            by other processes of our uid, while passwords are in
+ *                                            memory
+ * Plain Node-API (no node-addon-api, no nan): no dependency, and the ABI is stable across Node
+ * versions, so the built file survives a Node upgrade. No package does just this: `unix-dgram`,
+ * `posix` and `node-linux` lack SO_PEERCRED, and the packages that have it bring a C++ build chain.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+
+#include <node_api.h>
+
+/* Throw an Error whose `code` is the errno's name (EBADF, ENOTSOCK …), as Node's own errors do. */
+static napi_value throw_errno(napi_env env, const char *call, int error)
+{
+	const char *name = strerrorname_np(error);
+	char message[128];
+	snprintf(message, sizeof message, "%s failed: %s", call, strerror(error));
+	napi_throw_error(env, name ? name : "EUNKNOWN", message);
+	return NULL;
+}
+
+static int set_int(napi_env env, napi_value object, const char *key, int64_t value)
+{
+	napi_value number;
+	return napi_create_int64(env, value, &number) == napi_ok
+		&& napi_set_named_property(env, object, key, number) == napi_ok;
+}
+
+static napi_value peer_credentials(napi_env env, napi_callback_info info)
+{
+	size_t argc = 1;
+	napi_value argv[1];
+	napi_valuetype type;
+	int32_t fd;
+	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1
+	    || napi_typeof(env, argv[0], &type) != napi_ok || type != napi_number
+	    || napi_get_value_int32(env, argv[0], &fd) != napi_ok) {
+		napi_throw_type_error(env, NULL, "peerCredentials(fd) takes a file descriptor number");
+		return NULL;
+	}
+
+	struct ucred credentials;
+	socklen_t length = sizeof credentials;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) != 0)
+		return throw_errno(env, "getsockopt(SO_PEERCRED)", errno);
+
+	napi_value result;
+	if (napi_create_object(env, &result) != napi_ok
+	    || !set_int(env, result, "pid", credentials.pid)
+	    || !set_int(env, result, "uid", credentials.uid)
+	    || !set_int(env, result, "gid", credentials.gid))
+		return NULL;
+	return result;
+}
+
+static napi_value set_dumpable(napi_env env, napi_callback_info info)
+{
+	size_t argc = 1;
+	napi_value argv[1];
+	bool dumpable;
+	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1
+	    || napi_get_value_bool(env, argv[0], &dumpable) != napi_ok) {
+		napi_throw_type_error(env, NULL, "setDumpable(dumpable) takes a boolean");
+		return NULL;
+	}
+
+	if (prctl(PR_SET_DUMPABLE, dumpable ? 1 : 0, 0, 0, 0) != 0)
+		return throw_errno(env, "prctl(PR_SET_DUMPABLE)", errno);
+	return NULL;
+}
+
+static napi_value is_dumpable(napi_env env, napi_callback_info info)
+{
+	(void)info;
+	int dumpable = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
+	if (dumpable < 0)
+		return throw_errno(env, "prctl(PR_GET_DUMPABLE)", errno);
+	napi_value result;
+	napi_get_boolean(env, dumpable != 0, &result);
+	return result;
+}
+
+static napi_value init(napi_env env, napi_value exports)
+{
+	const napi_property_descriptor functions[] = {
+		{"peerCredentials", NULL, peer_credentials, NULL, NULL, NULL, napi_enumerable, NULL},
+		{"setDumpable", NULL, set_dumpable, NULL, NULL, NULL, napi_enumerable, NULL},
+		{"isDumpable", NULL, is_dumpable, NULL, NULL, NULL, napi_enumerable, NULL},
+	};
+	if (napi_define_properties(env, exports, sizeof functions / sizeof functions[0], functions) != napi_ok)
+		return NULL;
+	return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,49 @@
+/**
+The only importer of the project's Node-API addon (`native/node-addon.c`): SO_PEERCRED and
+PR_SET_DUMPABLE, which Node.js has no API for.
+*/
+import {createRequire} from 'node:module';
+import type net from 'node:net';
+
+type Addon = {
+	peerCredentials(fd: number): PeerCredentials;
+	setDumpable(dumpable: boolean): void;
+	isDumpable(): boolean;
+};
+
+export type PeerCredentials = {
+	readonly pid: number;
+	readonly uid: number;
+	readonly gid: number;
+};
+
+// Built by `make -C native` beside the worker; the same relative path from src/ and from dist/.
+const addon = createRequire(import.meta.url)('../build/pam_authservice_native.node') as Addon;
+
+/**
+The credentials the kernel recorded when the peer connected (SO_PEERCRED).
+@returns `undefined` when the socket has no file descriptor any more (it closed).
+*/
+export function peerCredentials(socket: net.Socket): PeerCredentials | undefined {
+	// `_handle.fd` is internal to Node, but has been there, unchanged, for every Unix socket since
+	// Node 0.x; net.Socket offers no public way to the descriptor.
+	const fd = (socket as unknown as {_handle?: {fd?: number}})._handle?.fd;
+	if (fd === undefined || fd < 0) {
+		return undefined;
+	}
+
+	try {
+		return addon.peerCredentials(fd);
+	} catch {
+		return undefined;
+	}
+}
+
+/** Whether this process may dump core or be ptraced by its uid (prctl PR_SET_DUMPABLE). */
+export function setDumpable(dumpable: boolean): void {
+	addon.setDumpable(dumpable);
+}
+
+export function isDumpable(): boolean {
+	return addon.isDumpable();
+}
