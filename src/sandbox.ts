@@ -40,6 +40,9 @@ export type PamSandbox = {
 /** An auth + account stack that checks the passdb and lets each user into its own service only. */
 export const matrixStack = 'auth required ${matrix}\naccount required ${matrix}\n';
 
+/** What Debian's `/etc/pam.d/other` amounts to on a locked-down machine. */
+export const denyStack = 'auth required ${lib}/pam_deny.so\naccount required ${lib}/pam_deny.so\n';
+
 /** Where Debian's `libpam-wrapper` and `libpam-modules` are, whatever the architecture. */
 export function findPamLibraries(): {wrapper: string; matrix: string; moduleDirectory: string} {
 	const candidates = ['/usr/lib64', '/usr/lib', ...safeReaddir('/usr/lib').filter(name => name.endsWith('-linux-gnu')).map(name => path.join('/usr/lib', name))];
@@ -69,7 +72,8 @@ export function createPamSandbox(options: PamSandboxOptions): PamSandbox {
 
 	writeFileSync(passdbPath, options.users.map(({user, password, service}) => `${user}:${password}:${service}\n`).join(''), {mode: 0o600});
 
-	const services = options.services ?? {x2gobroker: matrixStack};
+	// Without `other`, libpam complains on every pam_start; and a service with no file must be denied.
+	const services = {other: denyStack, ...options.services ?? {x2gobroker: matrixStack}};
 	for (const [name, stack] of Object.entries(services)) {
 		const text = stack
 			.replaceAll('${matrix}', `${libraries.matrix} passdb=${passdbPath}`)

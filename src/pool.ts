@@ -1,0 +1,406 @@
+/**
+The pool of PAM worker processes (`pam-authservice-worker`, C), supervised as Dovecot supervises
+its auth workers. Processes, not threads: libpam loads modules under a process-wide lock, a module
+that crashes or hangs must not take the daemon with it, and some modules are not thread-safe.
+
+Each worker runs one check at a time. The pool grows on demand up to `maxWorkers`, shrinks to
+`minWorkers` when idle, queues at most `maxQueuedChecks`, kills a worker whose check outlives
+`checkTimeoutMs` and replaces one after `maxChecksPerWorker` checks.
+*/
+import {spawn, type ChildProcessByStdio} from 'node:child_process';
+import {readdirSync, readFileSync} from 'node:fs';
+import type {Readable, Writable} from 'node:stream';
+import type {Config} from './config.js';
+import type {Logger} from './logger.js';
+import {decodeResponse, encodeRequest, ResponseReader, type CheckRequest, type PamMessage, type WorkerResult} from './worker-protocol.js';
+
+export type PoolOptions = Pick<Config, 'minWorkers' | 'maxWorkers' | 'maxQueuedChecks' | 'checkTimeoutMs' | 'maxChecksPerWorker' | 'workerIdleTimeoutMs' | 'workerPath'>;
+
+/** What a check came to. `reason` is for the log only: the caller is told `ok` or `fail`. */
+export type CheckOutcome = {
+	readonly ok: boolean;
+	/** `pam_authenticate: Authentication failure`, `check timed out after 60000 ms`, … */
+	readonly reason: string;
+	/** The failure delay a PAM module asked for; the caller's `fail` is held back by it. */
+	readonly delayUs: number;
+	readonly messages: readonly PamMessage[];
+	readonly workerPid?: number;
+};
+
+/** What the server needs of PAM; integration tests always use the real `WorkerPool`. */
+export type PamChecker = {
+	check(request: CheckRequest): Promise<CheckOutcome>;
+	close(): Promise<void>;
+};
+
+type Job = {
+	readonly request: CheckRequest;
+	readonly resolve: (outcome: CheckOutcome) => void;
+};
+
+type ChildWorker = ChildProcessByStdio<Writable, Readable, Readable>;
+
+/** The processes below `pid`, from /proc: found before anything is killed, since orphans are re-parented. */
+function descendantsOf(pid: number): number[] {
+	const children = new Map<number, number[]>();
+	for (const entry of readdirSync('/proc')) {
+		if (!/^\d+$/.test(entry)) {
+			continue;
+		}
+
+		try {
+			// The parent pid is the second field after the parenthesised command, which may hold spaces.
+			const stat = readFileSync(`/proc/${entry}/stat`, 'latin1');
+			const parent = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+			children.set(parent, [...children.get(parent) ?? [], Number(entry)]);
+		} catch {
+			// Exited while we looked.
+		}
+	}
+
+	const found: number[] = [];
+	for (let queue = [pid]; queue.length > 0;) {
+		const next = children.get(queue.pop()!) ?? [];
+		found.push(...next);
+		queue.push(...next);
+	}
+
+	return found;
+}
+
+class Worker {
+	readonly process: ChildWorker;
+	readonly pid: number;
+	checks = 0;
+	job: Job | undefined;
+	exited = false;
+	retiring = false;
+	#checkTimer: NodeJS.Timeout | undefined;
+	#idleTimer: NodeJS.Timeout | undefined;
+	readonly #reader = new ResponseReader();
+
+	constructor(
+		private readonly pool: WorkerPool,
+		private readonly options: PoolOptions,
+		private readonly logger: Logger,
+	) {
+		// Its own session (detached): a Ctrl-C meant for a daemon in the foreground is the daemon's
+		// to handle, not the workers'. stdin/stdout carry the frames, stderr its diagnostics.
+		this.process = spawn(options.workerPath, [], {stdio: ['pipe', 'pipe', 'pipe'], detached: true});
+		this.pid = this.process.pid ?? -1;
+		this.process.stdout.on('data', (chunk: Buffer) => {
+			this.#onData(chunk);
+		});
+		this.process.stderr.setEncoding('utf8').on('data', (text: string) => {
+			this.logger.warn({workerPid: this.pid, stderr: text.trimEnd().slice(0, 2000)}, 'PAM worker wrote to stderr');
+		});
+		// A write to a worker that has just died fails with EPIPE; its exit is handled below.
+		this.process.stdin.on('error', () => {});
+		this.process.on('error', error => {
+			this.logger.error({err: error, workerPath: options.workerPath}, 'could not start a PAM worker');
+			this.#exit(`worker could not start: ${error.message}`);
+		});
+		this.process.on('exit', (code, signal) => {
+			const how = signal ? `killed by ${signal}` : `exited with code ${code}`;
+			if (this.job || !this.retiring) {
+				this.logger.warn({workerPid: this.pid, code, signal, busy: this.job !== undefined}, `PAM worker ${how}`);
+			}
+
+			this.#exit(`worker ${how}`);
+		});
+	}
+
+	run(job: Job): void {
+		this.#clearIdleTimer();
+		this.job = job;
+		this.checks++;
+		const frame = encodeRequest(job.request);
+		job.request.password.fill(0);
+		// The frame holds the password: zero it once the pipe has taken it, not before.
+		this.process.stdin.write(frame, () => frame.fill(0));
+		this.#checkTimer = setTimeout(() => {
+			this.kill();
+			this.#finish({ok: false, reason: `check timed out after ${this.options.checkTimeoutMs} ms`, delayUs: 0, messages: [], workerPid: this.pid});
+		}, this.options.checkTimeoutMs);
+	}
+
+	/** Let the worker finish on its own: it exits at EOF on stdin. */
+	retire(): void {
+		this.retiring = true;
+		this.#clearIdleTimer();
+		this.process.stdin.end();
+		// A worker stuck in a module would never see the EOF.
+		setTimeout(() => {
+			this.kill();
+		}, 5000).unref();
+	}
+
+	/** Kill the worker and every process its modules started (pam_exec's children start their own session). */
+	kill(): void {
+		this.retiring = true;
+		if (!this.exited) {
+			for (const pid of [this.pid, ...descendantsOf(this.pid)]) {
+				try {
+					process.kill(pid, 'SIGKILL');
+				} catch {
+					// Gone already.
+				}
+			}
+		}
+	}
+
+	startIdleTimer(): void {
+		this.#clearIdleTimer();
+		this.#idleTimer = setTimeout(() => {
+			this.pool.onIdleTimeout(this);
+		}, this.options.workerIdleTimeoutMs);
+		this.#idleTimer.unref();
+	}
+
+	#clearIdleTimer(): void {
+		clearTimeout(this.#idleTimer);
+		this.#idleTimer = undefined;
+	}
+
+	#onData(chunk: Buffer): void {
+		let payloads: Buffer[];
+		let results: WorkerResult[];
+		try {
+			payloads = this.#reader.push(chunk);
+			results = payloads.map(payload => decodeResponse(payload));
+		} catch (error) {
+			this.logger.error({err: error, workerPid: this.pid}, 'PAM worker sent a malformed response');
+			this.kill();
+			this.#finish({ok: false, reason: 'worker sent a malformed response', delayUs: 0, messages: []});
+			return;
+		}
+
+		for (const result of results) {
+			if (!this.job) {
+				this.logger.error({workerPid: this.pid}, 'PAM worker answered a check it was not given');
+				this.kill();
+				return;
+			}
+
+			const ok = result.step === 'none' && result.pamCode === 0;
+			this.#finish({
+				ok,
+				reason: ok ? 'pam: success' : `${result.step}: ${result.text}`,
+				delayUs: ok ? 0 : result.delayUs,
+				messages: result.messages,
+				workerPid: this.pid,
+			});
+		}
+	}
+
+	#finish(outcome: CheckOutcome): void {
+		clearTimeout(this.#checkTimer);
+		const {job} = this;
+		this.job = undefined;
+		if (job) {
+			job.resolve(outcome);
+			this.pool.onWorkerFree(this);
+		}
+	}
+
+	#exit(reason: string): void {
+		if (this.exited) {
+			return;
+		}
+
+		this.exited = true;
+		this.#clearIdleTimer();
+		this.#finish({ok: false, reason, delayUs: 0, messages: [], workerPid: this.pid});
+		this.pool.onWorkerExit(this);
+	}
+
+}
+
+export class WorkerPool implements PamChecker {
+	readonly #options: PoolOptions;
+	readonly #logger: Logger;
+	readonly #workers = new Set<Worker>();
+	readonly #idle: Worker[] = [];
+	readonly #queue: Job[] = [];
+	#queueHead = 0;
+	#closed = false;
+	#respawnTimer: NodeJS.Timeout | undefined;
+	#rapidExits = 0;
+
+	constructor(options: PoolOptions, logger: Logger) {
+		this.#options = options;
+		this.#logger = logger;
+		this.#fillToMinimum();
+	}
+
+	/** Run one check. Always resolves: a check that could not run is a `fail` with a reason. */
+	async check(request: CheckRequest): Promise<CheckOutcome> {
+		if (this.#closed) {
+			request.password.fill(0);
+			return {ok: false, reason: 'shutting down', delayUs: 0, messages: []};
+		}
+
+		if (this.#queuedCount >= this.#options.maxQueuedChecks && this.#idle.length === 0 && this.#workers.size >= this.#options.maxWorkers) {
+			request.password.fill(0);
+			this.#logger.warn({queued: this.#queuedCount, maxQueuedChecks: this.#options.maxQueuedChecks}, 'check queue full: answering fail');
+			return {ok: false, reason: 'check queue full', delayUs: 0, messages: []};
+		}
+
+		return new Promise(resolve => {
+			this.#queue.push({request, resolve});
+			this.#dispatch();
+		});
+	}
+
+	/** Workers running, busy and idle; checks waiting. */
+	get stats(): {workers: number; busy: number; idle: number; queued: number} {
+		return {workers: this.#workers.size, busy: this.#workers.size - this.#idle.length, idle: this.#idle.length, queued: this.#queuedCount};
+	}
+
+	/** The process ids of the running workers (for tests and status lines). */
+	get workerPids(): number[] {
+		return [...this.#workers].map(worker => worker.pid);
+	}
+
+	/** Stop every worker: idle ones at once, busy ones after their check, or killed after `graceMs`. */
+	async close(graceMs = 1000): Promise<void> {
+		this.#closed = true;
+		clearTimeout(this.#respawnTimer);
+		for (const job of this.#queue.splice(this.#queueHead)) {
+			job.request.password.fill(0);
+			job.resolve({ok: false, reason: 'shutting down', delayUs: 0, messages: []});
+		}
+
+		this.#queue.length = 0;
+		this.#queueHead = 0;
+		const exits = [...this.#workers].map(async worker => new Promise<void>(resolve => {
+			if (worker.exited) {
+				resolve();
+				return;
+			}
+
+			worker.process.once('exit', () => {
+				resolve();
+			});
+			worker.retire();
+			setTimeout(() => {
+				worker.kill();
+			}, graceMs).unref();
+		}));
+		await Promise.all(exits);
+	}
+
+	get #queuedCount(): number {
+		return this.#queue.length - this.#queueHead;
+	}
+
+	onWorkerFree(worker: Worker): void {
+		if (worker.retiring || worker.exited) {
+			return;
+		}
+
+		if (worker.checks >= this.#options.maxChecksPerWorker || this.#closed) {
+			this.#logger.debug({workerPid: worker.pid, checks: worker.checks}, 'replacing a PAM worker after its last check');
+			worker.retire();
+			this.#workers.delete(worker);
+			this.#fillToMinimum();
+		} else {
+			this.#idle.push(worker);
+			if (this.#workers.size > this.#options.minWorkers) {
+				worker.startIdleTimer();
+			}
+		}
+
+		this.#dispatch();
+	}
+
+	onIdleTimeout(worker: Worker): void {
+		const index = this.#idle.indexOf(worker);
+		if (index === -1 || this.#workers.size <= this.#options.minWorkers) {
+			return;
+		}
+
+		this.#idle.splice(index, 1);
+		this.#workers.delete(worker);
+		worker.retire();
+	}
+
+	onWorkerExit(worker: Worker): void {
+		const wasKnown = this.#workers.delete(worker);
+		const index = this.#idle.indexOf(worker);
+		if (index !== -1) {
+			this.#idle.splice(index, 1);
+		}
+
+		if (this.#closed) {
+			return;
+		}
+
+		// A worker that dies before its first check is a broken set-up (missing program, a bad
+		// library): wait before starting another, so that a crash loop does not spin a core.
+		if (wasKnown && !worker.retiring && worker.checks === 0) {
+			this.#rapidExits++;
+			clearTimeout(this.#respawnTimer);
+			this.#respawnTimer = setTimeout(() => {
+				this.#fillToMinimum();
+				this.#dispatch();
+			}, Math.min(30_000, 100 * 2 ** Math.min(this.#rapidExits, 9)));
+			this.#respawnTimer.unref();
+			this.#failQueuedWhenNoWorkerCanStart();
+			return;
+		}
+
+		this.#rapidExits = 0;
+		this.#fillToMinimum();
+		this.#dispatch();
+	}
+
+	#failQueuedWhenNoWorkerCanStart(): void {
+		if (this.#workers.size > 0) {
+			return;
+		}
+
+		for (const job of this.#queue.splice(this.#queueHead)) {
+			job.request.password.fill(0);
+			job.resolve({ok: false, reason: 'no PAM worker could start', delayUs: 0, messages: []});
+		}
+
+		this.#queue.length = 0;
+		this.#queueHead = 0;
+	}
+
+	#fillToMinimum(): void {
+		while (!this.#closed && this.#workers.size < this.#options.minWorkers) {
+			this.#idle.push(this.#spawn());
+		}
+	}
+
+	#spawn(): Worker {
+		const worker = new Worker(this, this.#options, this.#logger);
+		this.#workers.add(worker);
+		return worker;
+	}
+
+	#dispatch(): void {
+		while (this.#queuedCount > 0) {
+			let worker = this.#idle.pop();
+			if (!worker) {
+				if (this.#workers.size >= this.#options.maxWorkers) {
+					return;
+				}
+
+				worker = this.#spawn();
+			}
+
+			const job = this.#queue[this.#queueHead]!;
+			this.#queue[this.#queueHead] = undefined as unknown as Job;
+			this.#queueHead++;
+			if (this.#queueHead > 1024 && this.#queueHead * 2 > this.#queue.length) {
+				this.#queue.splice(0, this.#queueHead);
+				this.#queueHead = 0;
+			}
+
+			worker.run(job);
+		}
+	}
+}

@@ -1,0 +1,420 @@
+/**
+The listener and its connections: reading requests, applying the limits, answering in order.
+PAM itself is somebody else's (`PamChecker`): a slow check holds only its own answer back.
+*/
+import net from 'node:net';
+import {performance} from 'node:perf_hooks';
+import type {Config} from './config.js';
+import {listenOnSocket, removeSocket, type BoundSocket} from './listen.js';
+import type {Logger} from './logger.js';
+import type {CheckOutcome, PamChecker} from './pool.js';
+import {identifyCaller} from './caller.js';
+import {compilePolicy, type Caller} from './policy.js';
+import {answers, LineReader, parseRequest} from './protocol.js';
+import {resolveGid, resolveUid} from './system.js';
+import {Throttle} from './throttle.js';
+
+export type ServerOptions = {
+	readonly config: Config;
+	readonly logger: Logger;
+	readonly pam: PamChecker;
+};
+
+export type ServerStats = {
+	readonly connections: number;
+	readonly requests: number;
+	readonly ok: number;
+	readonly fail: number;
+};
+
+export type AuthServer = {
+	/** Bind the socket and start serving. */
+	listen(): Promise<void>;
+	/**
+	Stop accepting, answer every request already read (within `shutdownTimeoutMs`), close the
+	connections, stop the workers and remove the socket.
+	*/
+	close(): Promise<void>;
+	readonly stats: ServerStats;
+};
+
+type Slot = {answer: Buffer | undefined};
+
+type Connection = {
+	readonly id: number;
+	readonly socket: net.Socket;
+	readonly caller: Caller;
+	readonly reader: LineReader;
+	/** Answers owed, in request order. */
+	readonly slots: Slot[];
+	readonly idleTimer: NodeJS.Timeout;
+	/** No more requests will be read: after an over-long line, at end of input, or at shutdown. */
+	closing: boolean;
+	/** Inside `pump()`: answers written meanwhile must not start another pump on the stack. */
+	pumping: boolean;
+};
+
+/** How often a repeated warning (evictions, refusals) may be logged. */
+const warningIntervalMs = 10_000;
+
+export function createServer({config, logger, pam}: ServerOptions): AuthServer {
+	const connections = new Map<number, Connection>();
+	const heldFailures = new Map<NodeJS.Timeout, () => void>();
+	const allowedServices = new Set(config.services);
+	const policy = compilePolicy(config.callers);
+	const throttle = new Throttle(config);
+	const connectionsPerUid = new Map<number, number>();
+	const warned = new Map<string, {at: number; suppressed: number}>();
+	const stats = {requests: 0, ok: 0, fail: 0};
+	let nextConnectionId = 1;
+	let shuttingDown = false;
+	let bound: BoundSocket | undefined;
+	let allClosed: (() => void) | undefined;
+
+	const server = net.createServer({allowHalfOpen: true, pauseOnConnect: false}, accept);
+	// After listen(), an accept() that fails (EMFILE) is reported here; it must never end the daemon.
+	server.on('error', error => {
+		warnThrottled('accept', {err: error}, 'accepting a connection failed');
+	});
+
+	function warnThrottled(key: string, fields: Record<string, unknown>, message: string): void {
+		const now = Date.now();
+		const last = warned.get(key);
+		if (last && now - last.at < warningIntervalMs) {
+			last.suppressed++;
+			return;
+		}
+
+		logger.warn({...fields, suppressed: last?.suppressed ?? 0}, message);
+		warned.set(key, {at: now, suppressed: 0});
+	}
+
+	function accept(socket: net.Socket): void {
+		if (shuttingDown) {
+			socket.destroy();
+			return;
+		}
+
+		const caller = identifyCaller(socket);
+		const ofCaller = connectionsPerUid.get(caller.uid) ?? 0;
+		if (ofCaller >= config.maxConnectionsPerUid) {
+			warnThrottled(`uid ${caller.uid}`, {caller: describeCaller(caller), maxConnectionsPerUid: config.maxConnectionsPerUid}, 'connection limit of this caller reached: refusing a new one');
+			socket.destroy();
+			return;
+		}
+
+		if (connections.size >= config.maxConnections && !evictIdlest()) {
+			warnThrottled('refused', {maxConnections: config.maxConnections}, 'connection limit reached and no connection is idle: refusing a new one');
+			socket.destroy();
+			return;
+		}
+
+		connectionsPerUid.set(caller.uid, ofCaller + 1);
+		const id = nextConnectionId++;
+		const connection: Connection = {
+			id,
+			socket,
+			caller,
+			reader: new LineReader(config.maxLineBytes),
+			slots: [],
+			idleTimer: setTimeout(() => {
+				onIdle(connection);
+			}, config.idleTimeoutMs),
+			closing: false,
+			pumping: false,
+		};
+		connections.set(id, connection);
+
+		socket.on('data', (chunk: Buffer) => {
+			connection.reader.push(chunk);
+			pump(connection);
+		});
+		socket.on('end', () => {
+			// The caller has sent all it will: answer what it asked, then close our side.
+			pump(connection);
+			connection.closing = true;
+			connection.reader.clear();
+			flush(connection);
+		});
+		socket.on('drain', () => {
+			pump(connection);
+		});
+		socket.on('error', error => {
+			logger.debug({conn: id, err: error}, 'connection error');
+		});
+		socket.on('close', () => {
+			const left = (connectionsPerUid.get(caller.uid) ?? 1) - 1;
+			if (left > 0) {
+				connectionsPerUid.set(caller.uid, left);
+			} else {
+				connectionsPerUid.delete(caller.uid);
+			}
+
+			clearTimeout(connection.idleTimer);
+			connection.reader.clear();
+			connections.delete(id);
+			if (connections.size === 0) {
+				allClosed?.();
+			}
+		});
+	}
+
+	/** Close the connection that has been idle longest, to make room. */
+	function evictIdlest(): boolean {
+		// The map is kept in order of last request, oldest first.
+		for (const connection of connections.values()) {
+			if (connection.slots.length === 0) {
+				warnThrottled('evicted', {conn: connection.id, maxConnections: config.maxConnections}, 'connection limit reached: closing the longest-idle connection');
+				connection.socket.destroy();
+				connections.delete(connection.id);
+				return true;
+			}
+		}
+
+		return false;
+	}
+
+	function onIdle(connection: Connection): void {
+		if (connection.slots.length > 0) {
+			connection.idleTimer.refresh();
+			return;
+		}
+
+		logger.debug({conn: connection.id, idleTimeoutMs: config.idleTimeoutMs}, 'closing an idle connection');
+		connection.socket.destroy();
+	}
+
+	/** Take requests off the connection while it may have more in flight. */
+	function pump(connection: Connection): void {
+		const {socket, slots, reader} = connection;
+		if (connection.pumping) {
+			return;
+		}
+
+		connection.pumping = true;
+		while (!connection.closing && (shuttingDown || slots.length < config.maxRequestsPerConnection) && !socket.writableNeedDrain) {
+			const line = reader.next();
+			if (line === undefined) {
+				break;
+			}
+
+			if (line === 'overlong') {
+				stats.requests++;
+				stats.fail++;
+				logger.info({conn: connection.id, caller: describeCaller(connection.caller), result: 'fail', reason: `malformed: line longer than ${config.maxLineBytes} bytes`}, 'request');
+				slots.push({answer: answers.fail});
+				connection.closing = true;
+				break;
+			}
+
+			handle(connection, line);
+		}
+
+		connection.pumping = false;
+
+		const mayRead = !connection.closing && slots.length < config.maxRequestsPerConnection && !socket.writableNeedDrain;
+		if (mayRead && socket.isPaused()) {
+			socket.resume();
+		} else if (!mayRead && !socket.isPaused()) {
+			socket.pause();
+		}
+
+		flush(connection);
+	}
+
+	function handle(connection: Connection, line: Buffer): void {
+		const request = ++stats.requests;
+		const started = performance.now();
+		const slot: Slot = {answer: undefined};
+		connection.slots.push(slot);
+		connection.idleTimer.refresh();
+		// Kept in order of last request, so that eviction finds the idlest first.
+		connections.delete(connection.id);
+		connections.set(connection.id, connection);
+
+		const parsed = parseRequest(line, config);
+		if (parsed.kind === 'malformed') {
+			line.fill(0);
+			answer(connection, slot, false, {request, conn: connection.id, caller: connection.caller, reason: `malformed: ${parsed.reason}`, shape: parsed.shape, started});
+			return;
+		}
+
+		const user = parsed.user.toString('utf8');
+		const service = parsed.service.toString('utf8');
+		const base = {request, conn: connection.id, caller: connection.caller, user, service, started};
+		if (!allowedServices.has(service)) {
+			line.fill(0);
+			answer(connection, slot, false, {...base, reason: 'service not allowed'});
+			return;
+		}
+
+		const refusal = policy.refusal(service, connection.caller);
+		if (refusal) {
+			line.fill(0);
+			answer(connection, slot, false, {...base, reason: `policy: ${refusal}`});
+			return;
+		}
+
+		// Copies that outlive the line; the pool zeroes the password once the worker has it.
+		const check = {
+			user: Buffer.from(parsed.user),
+			password: Buffer.from(parsed.password),
+			service: Buffer.from(parsed.service),
+			// PAM modules (pam_listfile, pam_access, audit) see who asked.
+			ruser: Buffer.from(connection.caller.userName),
+		};
+		line.fill(0);
+		void throttle.enter(service, user, connection.caller.uid).then(async turn => {
+			if ('refused' in turn) {
+				check.password.fill(0);
+				answer(connection, slot, false, {...base, reason: `throttle: ${turn.refused}`});
+				return;
+			}
+
+			// A caller that has gone away while waiting its turn gets no check: it cannot read the answer.
+			if (connection.socket.destroyed) {
+				check.password.fill(0);
+				turn.cancel();
+				answer(connection, slot, false, {...base, reason: 'caller went away before its turn'});
+				return;
+			}
+
+			const fingerprint = throttle.fingerprint(check.password);
+			const outcome = await pam.check(check);
+			const penaltyMs = turn.finish(outcome.ok, fingerprint);
+			const delayMs = outcome.ok ? 0 : Math.max(penaltyMs, Math.min(Math.ceil(outcome.delayUs / 1000), config.maxFailDelayMs));
+			const fields = {...base, outcome, reason: outcome.reason};
+			if (delayMs === 0 || shuttingDown) {
+				answer(connection, slot, outcome.ok, fields);
+				return;
+			}
+
+			// Brute force stays slow, but no worker sleeps: the answer waits on a timer.
+			const release = (): void => {
+				heldFailures.delete(timer);
+				clearTimeout(timer);
+				answer(connection, slot, false, {...fields, delayMs});
+			};
+
+			const timer = setTimeout(release, delayMs);
+			heldFailures.set(timer, release);
+		});
+	}
+
+	type AnswerLog = {
+		readonly request: number;
+		readonly conn: number;
+		readonly reason: string;
+		readonly started: number;
+		readonly caller?: Caller;
+		readonly user?: string;
+		readonly service?: string;
+		readonly shape?: string;
+		readonly delayMs?: number;
+		readonly outcome?: CheckOutcome;
+	};
+
+	function answer(connection: Connection, slot: Slot, ok: boolean, log: AnswerLog): void {
+		slot.answer = ok ? answers.ok : answers.fail;
+		stats[ok ? 'ok' : 'fail']++;
+		const {outcome, started, caller, ...fields} = log;
+		logger.info({...fields, caller: caller && describeCaller(caller), result: ok ? 'ok' : 'fail', durationMs: Math.round((performance.now() - started) * 1000) / 1000, workerPid: outcome?.workerPid}, 'request');
+		if (outcome && outcome.messages.length > 0) {
+			logger.debug({request: log.request, pamMessages: outcome.messages}, 'PAM messages');
+		}
+
+		flush(connection);
+	}
+
+	/** Write the answers that are ready, in request order. */
+	function flush(connection: Connection): void {
+		const {socket, slots} = connection;
+		let written = false;
+		while (slots.length > 0 && slots[0]!.answer) {
+			const {answer} = slots.shift()!;
+			if (socket.writable) {
+				socket.write(answer!);
+			}
+
+			written = true;
+		}
+
+		if (connection.closing && slots.length === 0) {
+			socket.end();
+			return;
+		}
+
+		if (written) {
+			if (slots.length === 0) {
+				connection.idleTimer.refresh();
+			}
+
+			if (!connection.closing) {
+				pump(connection);
+			}
+		}
+	}
+
+	function describeCaller(caller: Caller): {pid: number; uid: number; user: string; exe?: string} {
+		return {pid: caller.pid, uid: caller.uid, user: caller.userName, ...(caller.exe ? {exe: caller.exe} : {})};
+	}
+
+	return {
+		get stats() {
+			return {connections: connections.size, ...stats};
+		},
+
+		async listen() {
+			bound = await listenOnSocket(server, {
+				socketPath: config.socketPath,
+				uid: resolveUid(config.owner),
+				gid: resolveGid(config.group),
+				mode: config.socketMode,
+			});
+		},
+
+		async close() {
+			shuttingDown = true;
+			const closed = new Promise<void>(resolve => {
+				server.close(() => {
+					resolve();
+				});
+			});
+			for (const release of heldFailures.values()) {
+				release();
+			}
+
+			for (const connection of connections.values()) {
+				// Requests already read are answered; nothing more is read.
+				pump(connection);
+				connection.closing = true;
+				connection.socket.pause();
+				connection.reader.clear();
+				flush(connection);
+			}
+
+			const deadline = setTimeout(() => {
+				for (const connection of connections.values()) {
+					for (const slot of connection.slots) {
+						slot.answer ??= answers.fail;
+					}
+
+					flush(connection);
+					connection.socket.destroySoon();
+				}
+			}, config.shutdownTimeoutMs);
+			if (connections.size > 0) {
+				await new Promise<void>(resolve => {
+					allClosed = resolve;
+				});
+			}
+
+			clearTimeout(deadline);
+			if (bound) {
+				await removeSocket(config.socketPath, bound);
+			}
+
+			await Promise.all([closed, pam.close()]);
+		},
+	};
+}
