@@ -1,0 +1,243 @@
+/**
+Throttling that parallel requests cannot bypass.
+
+Per (service, user): after `freeFailures` failures, each further failure holds its answer back,
+`backoffBaseMs` doubling up to `backoffMaxMs`, and requests for that key wait in line behind the
+penalty (at most `maxWaitingPerKey` of them), so ten parallel guesses take ten penalties, not one.
+Repeating the same wrong password does not escalate: only an HMAC of the last wrong password is
+kept, keyed with a secret made at start.
+
+Per caller uid: a failure budget (a token bucket, `failureBudgetPerSecond`, burst
+`failureBudgetBurst`) that slows spraying one password over many user names. A caller over its
+budget has its checks held until the bucket refills. Never exponential backoff per caller: a broker
+is one caller for all its users, and one user mistyping must not lock everyone else out.
+
+Memory stays bounded: at most `maxThrottleKeys` keys (least recently used go first) and at most
+`maxWaitingChecks` requests waiting in all.
+*/
+import {createHmac, randomBytes, timingSafeEqual} from 'node:crypto';
+import {performance} from 'node:perf_hooks';
+import {setTimeout as sleep} from 'node:timers/promises';
+
+export type ThrottleOptions = {
+	readonly freeFailures: number;
+	readonly backoffBaseMs: number;
+	readonly backoffMaxMs: number;
+	readonly failureWindowMs: number;
+	readonly maxWaitingPerKey: number;
+	readonly maxWaitingChecks: number;
+	readonly maxThrottleKeys: number;
+	readonly failureBudgetPerSecond: number;
+	readonly failureBudgetBurst: number;
+};
+
+/** A request's turn: it holds its key's line until `finish()` says how long the answer is held. */
+export type Turn = {
+	/**
+	Record the check's result.
+	@param fingerprint From `Throttle.fingerprint()`, taken before the password was zeroed.
+	@returns How long to hold the answer back, in ms (the key's line is held as long).
+	*/
+	finish(ok: boolean, fingerprint: Buffer): number;
+	/** Give the turn up without a check (the caller went away): nothing is recorded but the token comes back. */
+	cancel(): void;
+};
+
+export type Refusal = {readonly refused: string};
+
+type KeyState = {
+	failures: number;
+	lastFailureAt: number;
+	lastWrong: Buffer | undefined;
+	/** Requests in line, the one running included. */
+	inLine: number;
+	/** Resolves when the last request in line has finished and served its penalty. */
+	tail: Promise<void>;
+};
+
+type Bucket = {
+	tokens: number;
+	updatedAt: number;
+};
+
+export class Throttle {
+	readonly #options: ThrottleOptions;
+	readonly #secret = randomBytes(32);
+	readonly #keys = new Map<string, KeyState>();
+	readonly #buckets = new Map<number, Bucket>();
+	#waiting = 0;
+
+	constructor(options: ThrottleOptions) {
+		this.#options = options;
+	}
+
+	/** An HMAC of the password: enough to tell a repeated wrong password, useless to anyone else. */
+	fingerprint(password: Buffer): Buffer {
+		return createHmac('sha256', this.#secret).update(password).digest();
+	}
+
+	/** Keys and waiting requests held now (for tests and status lines). */
+	get size(): {keys: number; buckets: number; waiting: number} {
+		return {keys: this.#keys.size, buckets: this.#buckets.size, waiting: this.#waiting};
+	}
+
+	/**
+	Wait for this request's turn: behind the key's line, then within the caller's failure budget.
+	@returns A turn, or a refusal (answer `fail` at once) when a line is full.
+	*/
+	async enter(service: string, user: string, uid: number): Promise<Turn | Refusal> {
+		const key = `${service}\0${user}`;
+		const state = this.#touch(key);
+		if (state.inLine > this.#options.maxWaitingPerKey) {
+			return {refused: `more than ${this.#options.maxWaitingPerKey} requests waiting for this user`};
+		}
+
+		if (this.#waiting >= this.#options.maxWaitingChecks) {
+			return {refused: `more than ${this.#options.maxWaitingChecks} requests waiting in all`};
+		}
+
+		state.inLine++;
+		this.#waiting++;
+		const previous = state.tail;
+		let release!: () => void;
+		state.tail = new Promise(resolve => {
+			release = resolve;
+		});
+		try {
+			await previous;
+			await this.#withinBudget(uid);
+		} finally {
+			this.#waiting--;
+		}
+
+		let finished = false;
+		const done = (): void => {
+			if (finished) {
+				throw new Error('A turn can finish only once');
+			}
+
+			finished = true;
+			state.inLine--;
+			release();
+		};
+
+		return {
+			finish: (ok, fingerprint) => {
+				const holdMs = this.#record(state, uid, ok, fingerprint);
+				if (holdMs > 0) {
+					setTimeout(done, holdMs).unref();
+				} else {
+					done();
+				}
+
+				return holdMs;
+			},
+			cancel: () => {
+				this.#refund(uid);
+				done();
+			},
+		};
+	}
+
+	#record(state: KeyState, uid: number, ok: boolean, fingerprint: Buffer): number {
+		const now = performance.now();
+		if (ok) {
+			// The token taken at entry goes back: only failures count against the budget.
+			this.#refund(uid);
+			state.failures = 0;
+			state.lastWrong = undefined;
+			return 0;
+		}
+
+		if (now - state.lastFailureAt > this.#options.failureWindowMs) {
+			state.failures = 0;
+			state.lastWrong = undefined;
+		}
+
+		state.lastFailureAt = now;
+		const repeated = state.lastWrong !== undefined && timingSafeEqual(state.lastWrong, fingerprint);
+		if (!repeated) {
+			state.failures++;
+			state.lastWrong = fingerprint;
+		}
+
+		return this.penaltyMs(state.failures);
+	}
+
+	/** The hold after the `failures`th failure in a row. */
+	penaltyMs(failures: number): number {
+		const {freeFailures, backoffBaseMs, backoffMaxMs} = this.#options;
+		if (failures <= freeFailures) {
+			return 0;
+		}
+
+		return Math.min(backoffMaxMs, backoffBaseMs * 2 ** Math.min(failures - freeFailures - 1, 30));
+	}
+
+	#touch(key: string): KeyState {
+		let state = this.#keys.get(key);
+		if (state) {
+			// Most recently used last, so the first entries are the ones to drop.
+			this.#keys.delete(key);
+		} else {
+			state = {failures: 0, lastFailureAt: 0, lastWrong: undefined, inLine: 0, tail: Promise.resolve()};
+			this.#evict(this.#keys, this.#options.maxThrottleKeys - 1, candidate => candidate.inLine === 0);
+		}
+
+		this.#keys.set(key, state);
+		return state;
+	}
+
+	#evict<K, V>(map: Map<K, V>, keep: number, idle: (value: V) => boolean): void {
+		// Busy keys are skipped; there are at most `maxWaitingChecks` plus the checks running.
+		let scanned = 0;
+		for (const [key, value] of map) {
+			if (map.size <= keep || scanned++ > 1000) {
+				break;
+			}
+
+			if (idle(value)) {
+				map.delete(key);
+			}
+		}
+	}
+
+	#bucket(uid: number, now: number): Bucket {
+		let bucket = this.#buckets.get(uid);
+		if (bucket) {
+			this.#buckets.delete(uid);
+			const {failureBudgetBurst, failureBudgetPerSecond} = this.#options;
+			bucket.tokens = Math.min(failureBudgetBurst, bucket.tokens + (now - bucket.updatedAt) / 1000 * failureBudgetPerSecond);
+			bucket.updatedAt = now;
+		} else {
+			bucket = {tokens: this.#options.failureBudgetBurst, updatedAt: now};
+			this.#evict(this.#buckets, this.#options.maxThrottleKeys - 1, candidate => candidate.tokens >= this.#options.failureBudgetBurst);
+		}
+
+		this.#buckets.set(uid, bucket);
+		return bucket;
+	}
+
+	#refund(uid: number): void {
+		const bucket = this.#bucket(uid, performance.now());
+		bucket.tokens = Math.min(this.#options.failureBudgetBurst, bucket.tokens + 1);
+	}
+
+	/**
+	Take a token before the check runs (given back on success), so that parallel requests cannot
+	all pass on the strength of one token.
+	*/
+	async #withinBudget(uid: number): Promise<void> {
+		for (;;) {
+			const bucket = this.#bucket(uid, performance.now());
+			if (bucket.tokens >= 1) {
+				bucket.tokens -= 1;
+				return;
+			}
+
+			// Until one token has come back.
+			// eslint-disable-next-line no-await-in-loop
+			await sleep(Math.ceil((1 - bucket.tokens) / this.#options.failureBudgetPerSecond * 1000));
+		}
+	}
+}
