@@ -26,7 +26,7 @@ beforeAll(async () => {
 		'--failure-budget-per-second', '100000000',
 		'--max-requests-per-connection', '4096',
 		'--max-connections-per-uid', '4096',
-		'--max-waiting-per-key', '100000',
+		'--max-waiting-per-key', '10000',
 	]});
 });
 
