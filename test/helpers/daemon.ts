@@ -25,6 +25,8 @@ export type DaemonOptions = Omit<PamSandboxOptions, 'directory'> & {
 	readonly args?: readonly string[];
 	/** Extra environment. */
 	readonly env?: Readonly<Record<string, string>>;
+	/** A command the daemon is run under, such as `['prlimit', '--nofile=300']`. */
+	readonly wrapper?: readonly string[];
 };
 
 /** Every password sent through `ask()` and `send()`: a daemon's log must hold none of them. */
@@ -85,7 +87,9 @@ export class Daemon {
 		const socketPath = path.join(directory, 'run', 'authservice.socket');
 		const uid = String(process.getuid?.() ?? 0);
 		const gid = String(process.getgid?.() ?? 0);
-		const child = spawn(process.execPath, [
+		const [command, ...prefix] = [...options.wrapper ?? [], process.execPath];
+		const child = spawn(command!, [
+			...prefix,
 			daemonPath,
 			'--socket-file', socketPath,
 			'--owner', uid,

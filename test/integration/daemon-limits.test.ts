@@ -8,8 +8,8 @@ import {closedByServer, connect, Daemon, readLines, rememberPassword} from '../h
 
 const running: Daemon[] = [];
 
-async function start(args: string[]): Promise<Daemon> {
-	const daemon = await Daemon.start({users, services, args});
+async function start(args: string[], wrapper?: string[]): Promise<Daemon> {
+	const daemon = await Daemon.start({users, services, args, ...(wrapper ? {wrapper} : {})});
 	running.push(daemon);
 	return daemon;
 }
@@ -99,6 +99,30 @@ describe('maxConnections', () => {
 		expect(await Promise.all(answers)).toEqual([['ok'], ['ok']]);
 		await daemon.waitForLog(entry => entry.msg.includes('no connection is idle'));
 		for (const socket of busy) {
+			socket.destroy();
+		}
+	});
+});
+
+describe('the open-files limit', () => {
+	it('keeps maxConnections below it, and survives a flood past it', async () => {
+		const daemon = await start(['--max-connections', '1024', '--max-connections-per-uid', '100000'], ['prlimit', '--nofile=300:300']);
+		const lowered = await daemon.waitForLog(entry => entry.msg.startsWith('maxConnections lowered'));
+		// 300 descriptors less three a worker (32) and 64 for the rest.
+		expect(lowered['maxConnections']).toBe(140);
+		const flood = [];
+		for (let wave = 0; wave < 4; wave++) {
+			// eslint-disable-next-line no-await-in-loop
+			flood.push(...await Promise.all(Array.from({length: 100}, async () => {
+				const socket = await connect(daemon.socketPath);
+				socket.on('error', () => {});
+				return socket;
+			})));
+		}
+
+		expect(await daemon.ask(alice.user, alice.password)).toBe('ok');
+		expect(daemon.exitCode).toBeUndefined();
+		for (const socket of flood) {
 			socket.destroy();
 		}
 	});
