@@ -5,16 +5,22 @@
  *   setDumpable(bool), isDumpable() → bool   prctl(PR_[SG]ET_DUMPABLE): no core file and no ptrace
  *                                            by other processes of our uid, while passwords are in
  *                                            memory
+ *   sendDatagram(path, text)                 one datagram to a Unix socket: systemd's sd_notify
+ *                                            protocol (READY=1, STATUS=…), since Node's dgram has
+ *                                            no Unix sockets
  * Plain Node-API (no node-addon-api, no nan): no dependency, and the ABI is stable across Node
  * versions, so the built file survives a Node upgrade. No package does just this: `unix-dgram`,
  * `posix` and `node-linux` lack SO_PEERCRED, and the packages that have it bring a C++ build chain.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <node_api.h>
 
@@ -89,12 +95,43 @@ static napi_value is_dumpable(napi_env env, napi_callback_info info)
 	return result;
 }
 
+/* "@name" is an abstract socket (a leading NUL), as systemd may hand out in NOTIFY_SOCKET. */
+static napi_value send_datagram(napi_env env, napi_callback_info info)
+{
+	size_t argc = 2;
+	napi_value argv[2];
+	struct sockaddr_un address = {.sun_family = AF_UNIX};
+	char message[4096];
+	size_t path_length, message_length;
+	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2
+	    || napi_get_value_string_utf8(env, argv[0], address.sun_path, sizeof address.sun_path, &path_length) != napi_ok
+	    || napi_get_value_string_utf8(env, argv[1], message, sizeof message, &message_length) != napi_ok
+	    || path_length == 0 || path_length >= sizeof address.sun_path - 1) {
+		napi_throw_type_error(env, NULL, "sendDatagram(path, message) takes a socket path and a string");
+		return NULL;
+	}
+
+	if (address.sun_path[0] == '@')
+		address.sun_path[0] = '\0';
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return throw_errno(env, "socket(AF_UNIX, SOCK_DGRAM)", errno);
+	socklen_t length = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + path_length + (address.sun_path[0] ? 1 : 0));
+	ssize_t sent = sendto(fd, message, message_length, MSG_NOSIGNAL, (struct sockaddr *)&address, length);
+	int error = errno;
+	close(fd);
+	if (sent < 0)
+		return throw_errno(env, "sendto", error);
+	return NULL;
+}
+
 static napi_value init(napi_env env, napi_value exports)
 {
 	const napi_property_descriptor functions[] = {
 		{"peerCredentials", NULL, peer_credentials, NULL, NULL, NULL, napi_enumerable, NULL},
 		{"setDumpable", NULL, set_dumpable, NULL, NULL, NULL, napi_enumerable, NULL},
 		{"isDumpable", NULL, is_dumpable, NULL, NULL, NULL, napi_enumerable, NULL},
+		{"sendDatagram", NULL, send_datagram, NULL, NULL, NULL, napi_enumerable, NULL},
 	};
 	if (napi_define_properties(env, exports, sizeof functions / sizeof functions[0], functions) != napi_ok)
 		return NULL;

@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <linux/close_range.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -292,6 +293,9 @@ int main(void)
 		return 5;
 	/* A write to a daemon that went away fails with EPIPE instead of killing us mid-check. */
 	signal(SIGPIPE, SIG_IGN);
+	/* Nothing the daemon holds (its listening socket from systemd, client connections) may reach
+	 * the PAM modules we load or the programs they run. */
+	close_range(3, ~0U, 0);
 
 	for (;;) {
 		uint32_t payload_length;

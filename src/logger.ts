@@ -4,19 +4,54 @@ journal has it). Callers never hand a password to the logger; the redaction belo
 line of defence, not the first.
 */
 import {pino, type DestinationStream, type Logger} from 'pino';
+import pretty from 'pino-pretty';
 import type {LogLevel} from './config.js';
 
 export type {Logger} from 'pino';
 
+export type LogTarget =
+	/** JSON lines, for the journal or a collector. */
+	| {readonly kind: 'stdout' | 'stderr'}
+	/** JSON lines appended to a file, reopened by `reopen()` (after logrotate moved it). */
+	| {readonly kind: 'file'; readonly path: string}
+	/** Coloured, readable lines, for a person watching a terminal. */
+	| {readonly kind: 'pretty'; readonly fd: 1 | 2};
+
 export type LoggerOptions = {
 	/** @default 'info' */
 	readonly level?: LogLevel;
-	/** Where lines go. @default standard output */
+	/** @default {kind: 'stdout'} */
+	readonly target?: LogTarget;
+	/** For tests: write here instead. */
 	readonly destination?: DestinationStream;
 };
 
-export function createLogger(options: LoggerOptions = {}): Logger {
-	return pino(
+export type Logging = {
+	readonly logger: Logger;
+	/** Reopen the log file (SIGUSR1); nothing to do for the other targets. */
+	reopen(): void;
+};
+
+function destinationFor(target: LogTarget): {stream: DestinationStream; reopen(): void} {
+	switch (target.kind) {
+		case 'file': {
+			const stream = pino.destination({dest: target.path, append: true, mkdir: true, sync: true});
+			return {stream, reopen: () => stream.reopen()};
+		}
+
+		case 'pretty': {
+			return {stream: pretty({colorize: true, destination: target.fd, sync: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,name'}), reopen() {}};
+		}
+
+		default: {
+			return {stream: pino.destination({dest: target.kind === 'stderr' ? 2 : 1, sync: true}), reopen() {}};
+		}
+	}
+}
+
+export function createLogging(options: LoggerOptions = {}): Logging {
+	const {stream, reopen} = options.destination ? {stream: options.destination, reopen() {}} : destinationFor(options.target ?? {kind: 'stdout'});
+	const logger = pino(
 		{
 			name: 'pam-authserviced',
 			level: options.level ?? 'info',
@@ -27,6 +62,11 @@ export function createLogger(options: LoggerOptions = {}): Logger {
 				level: label => ({level: label}),
 			},
 		},
-		options.destination ?? pino.destination({dest: 1, sync: true}),
+		stream,
 	);
+	return {logger, reopen};
+}
+
+export function createLogger(options: LoggerOptions = {}): Logger {
+	return createLogging(options).logger;
 }

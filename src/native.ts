@@ -9,6 +9,7 @@ type Addon = {
 	peerCredentials(fd: number): PeerCredentials;
 	setDumpable(dumpable: boolean): void;
 	isDumpable(): boolean;
+	sendDatagram(path: string, message: string): void;
 };
 
 export type PeerCredentials = {
@@ -46,4 +47,9 @@ export function setDumpable(dumpable: boolean): void {
 
 export function isDumpable(): boolean {
 	return addon.isDumpable();
+}
+
+/** Send one datagram to a Unix socket (`@name` for an abstract one): sd_notify's transport. */
+export function sendDatagram(path: string, message: string): void {
+	addon.sendDatagram(path, message);
 }

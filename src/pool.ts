@@ -81,9 +81,9 @@ class Worker {
 
 	constructor(
 		private readonly pool: WorkerPool,
-		private readonly options: PoolOptions,
 		private readonly logger: Logger,
 	) {
+		const {options} = pool;
 		// Its own session (detached): a Ctrl-C meant for a daemon in the foreground is the daemon's
 		// to handle, not the workers'. stdin/stdout carry the frames, stderr its diagnostics.
 		this.process = spawn(options.workerPath, [], {stdio: ['pipe', 'pipe', 'pipe'], detached: true});
@@ -118,10 +118,11 @@ class Worker {
 		job.request.password.fill(0);
 		// The frame holds the password: zero it once the pipe has taken it, not before.
 		this.process.stdin.write(frame, () => frame.fill(0));
+		const timeoutMs = this.pool.options.checkTimeoutMs;
 		this.#checkTimer = setTimeout(() => {
 			this.kill();
-			this.#finish({ok: false, reason: `check timed out after ${this.options.checkTimeoutMs} ms`, delayUs: 0, messages: [], workerPid: this.pid});
-		}, this.options.checkTimeoutMs);
+			this.#finish({ok: false, reason: `check timed out after ${timeoutMs} ms`, delayUs: 0, messages: [], workerPid: this.pid});
+		}, timeoutMs);
 	}
 
 	/** Let the worker finish on its own: it exits at EOF on stdin. */
@@ -153,7 +154,7 @@ class Worker {
 		this.#clearIdleTimer();
 		this.#idleTimer = setTimeout(() => {
 			this.pool.onIdleTimeout(this);
-		}, this.options.workerIdleTimeoutMs);
+		}, this.pool.options.workerIdleTimeoutMs);
 		this.#idleTimer.unref();
 	}
 
@@ -217,7 +218,7 @@ class Worker {
 }
 
 export class WorkerPool implements PamChecker {
-	readonly #options: PoolOptions;
+	#options: PoolOptions;
 	readonly #logger: Logger;
 	readonly #workers = new Set<Worker>();
 	readonly #idle: Worker[] = [];
@@ -250,6 +251,17 @@ export class WorkerPool implements PamChecker {
 			this.#queue.push({request, resolve});
 			this.#dispatch();
 		});
+	}
+
+	get options(): PoolOptions {
+		return this.#options;
+	}
+
+	/** New limits for what follows: the pool grows or shrinks to them as workers come free. */
+	reconfigure(options: PoolOptions): void {
+		this.#options = options;
+		this.#fillToMinimum();
+		this.#dispatch();
 	}
 
 	/** Workers running, busy and idle; checks waiting. */
@@ -376,7 +388,7 @@ export class WorkerPool implements PamChecker {
 	}
 
 	#spawn(): Worker {
-		const worker = new Worker(this, this.#options, this.#logger);
+		const worker = new Worker(this, this.#logger);
 		this.#workers.add(worker);
 		return worker;
 	}

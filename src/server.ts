@@ -28,8 +28,16 @@ export type ServerStats = {
 };
 
 export type AuthServer = {
-	/** Bind the socket and start serving. */
-	listen(): Promise<void>;
+	/**
+	Start serving: on `fd` when systemd passed a listening socket (never removed at exit), else on
+	a socket of our own at `config.socketPath`.
+	*/
+	listen(fd?: number): Promise<void>;
+	/**
+	Take a new configuration for what follows: services, policy, limits, throttle. Connections and
+	checks in flight go on; the listener stays as it is.
+	*/
+	reconfigure(config: Config): void;
 	/**
 	Stop accepting, answer every request already read (within `shutdownTimeoutMs`), close the
 	connections, stop the workers and remove the socket.
@@ -57,11 +65,12 @@ type Connection = {
 /** How often a repeated warning (evictions, refusals) may be logged. */
 const warningIntervalMs = 10_000;
 
-export function createServer({config, logger, pam}: ServerOptions): AuthServer {
+export function createServer({config: initialConfig, logger, pam}: ServerOptions): AuthServer {
+	let config = initialConfig;
 	const connections = new Map<number, Connection>();
 	const heldFailures = new Map<NodeJS.Timeout, () => void>();
-	const allowedServices = new Set(config.services);
-	const policy = compilePolicy(config.callers);
+	let allowedServices = new Set(config.services);
+	let policy = compilePolicy(config.callers);
 	const throttle = new Throttle(config);
 	const connectionsPerUid = new Map<number, number>();
 	const warned = new Map<string, {at: number; suppressed: number}>();
@@ -364,7 +373,25 @@ export function createServer({config, logger, pam}: ServerOptions): AuthServer {
 			return {connections: connections.size, ...stats};
 		},
 
-		async listen() {
+		reconfigure(next) {
+			config = next;
+			allowedServices = new Set(next.services);
+			policy = compilePolicy(next.callers);
+			throttle.reconfigure(next);
+		},
+
+		async listen(fd) {
+			if (fd !== undefined) {
+				await new Promise<void>((resolve, reject) => {
+					server.once('error', reject);
+					server.listen({fd}, () => {
+						server.off('error', reject);
+						resolve();
+					});
+				});
+				return;
+			}
+
 			bound = await listenOnSocket(server, {
 				socketPath: config.socketPath,
 				uid: resolveUid(config.owner),

@@ -61,13 +61,18 @@ type Bucket = {
 };
 
 export class Throttle {
-	readonly #options: ThrottleOptions;
+	#options: ThrottleOptions;
 	readonly #secret = randomBytes(32);
 	readonly #keys = new Map<string, KeyState>();
 	readonly #buckets = new Map<number, Bucket>();
 	#waiting = 0;
 
 	constructor(options: ThrottleOptions) {
+		this.#options = options;
+	}
+
+	/** New limits for what follows; what is remembered stays. */
+	reconfigure(options: ThrottleOptions): void {
 		this.#options = options;
 	}
 

@@ -95,6 +95,8 @@ export class Daemon {
 			'--owner', uid,
 			'--group', gid,
 			'--log-level', 'debug',
+			// Never the machine's own configuration file.
+			'--config', '/dev/null',
 			'--services', ...Object.keys(options.services ?? {x2gobroker: ''}),
 			...options.args ?? [],
 		], {
