@@ -30,7 +30,11 @@ export const exitCodes = {
 } as const;
 
 /** The environment variable a daemonized child writes its readiness to (a pipe's descriptor). */
-const readyFdVariable = 'PAM_AUTHSERVICED_READY_FD';
+// Not under PAM_AUTHSERVICE_: yargs would read that prefix as options.
+const readyFdVariable = 'AUTHSERVICED_READY_FD';
+
+/** Where a daemonized daemon logs when no log file is given, as the original logs to /var/log. */
+const defaultDaemonLogFile = '/var/log/pam-authservice/pam-authservice.log';
 
 /** Settings that need a restart: a reload reports them instead of applying them. */
 const restartOnly = ['socketPath', 'owner', 'group', 'socketMode'] as const satisfies ReadonlyArray<keyof Config>;
@@ -188,11 +192,15 @@ function fitToFileLimit(config: Config, logger: Logger): Config {
 `--daemonize`: start the daemon again, detached, without the flag, and exit 0 once it serves
 (1 if it gives up first). The child says it serves on a pipe, so the parent never guesses.
 */
-async function daemonize(argv: readonly string[]): Promise<number> {
-	const childArgs = argv.filter(argument => argument !== '-D' && argument !== '--daemonize');
+async function daemonize(argv: readonly string[], logTarget: LogTarget): Promise<number> {
+	// A daemon has no terminal to write to: without a log file it logs where the original did.
+	const childArgs = [
+		...argv.filter(argument => argument !== '-D' && argument !== '--daemonize'),
+		...logTarget.kind === 'file' ? [] : ['--log-file', defaultDaemonLogFile],
+	];
 	const child = spawn(process.execPath, [...process.execArgv, process.argv[1]!, ...childArgs], {
 		detached: true,
-		stdio: ['ignore', 'ignore', 'inherit', 'pipe'],
+		stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
 		env: {...process.env, [readyFdVariable]: '3'},
 	});
 	const ready = child.stdio[3] as NodeJS.ReadableStream;
@@ -202,6 +210,10 @@ async function daemonize(argv: readonly string[]): Promise<number> {
 	});
 	child.unref();
 	(ready as unknown as {destroy(): void}).destroy();
+	if (!served) {
+		process.stderr.write(`pam-authserviced: the daemon did not start; see its log (${logTarget.kind === 'file' ? logTarget.path : defaultDaemonLogFile})\n`);
+	}
+
 	return served ? exitCodes.ok : exitCodes.failure;
 }
 
@@ -225,7 +237,7 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
 	}
 
 	if (args.daemonize) {
-		return daemonize(argv);
+		return daemonize(argv, args.logTarget);
 	}
 
 	const {demo, pidFile: pidPath} = args;

@@ -25,6 +25,10 @@ export type DaemonOptions = Omit<PamSandboxOptions, 'directory'> & {
 	readonly args?: readonly string[];
 	/** Extra environment. */
 	readonly env?: Readonly<Record<string, string>>;
+	/** Run on the machine's real PAM (/etc/pam.d), not the pam_wrapper sandbox. */
+	readonly realPam?: boolean;
+	/** Leave `--services` to the configuration file. */
+	readonly servicesFromFile?: boolean;
 	/** A command the daemon is run under, such as `['prlimit', '--nofile=300']`. */
 	readonly wrapper?: readonly string[];
 };
@@ -97,10 +101,10 @@ export class Daemon {
 			'--log-level', 'debug',
 			// Never the machine's own configuration file.
 			'--config', '/dev/null',
-			'--services', ...Object.keys(options.services ?? {x2gobroker: ''}),
+			...options.servicesFromFile ? [] : ['--services', ...Object.keys(options.services ?? {x2gobroker: ''})],
 			...options.args ?? [],
 		], {
-			env: {...process.env, ...sandbox.environment, ...options.env},
+			env: {...process.env, ...options.realPam ? {} : sandbox.environment, ...options.env},
 			stdio: ['ignore', 'pipe', 'pipe'],
 		});
 		const daemon = new Daemon(directory, sandbox, socketPath, child);
