@@ -30,27 +30,36 @@ export type Logging = {
 	readonly logger: Logger;
 	/** Reopen the log file (SIGUSR1); nothing to do for the other targets. */
 	reopen(): void;
+	/** Write out what is buffered, before the process exits. */
+	flush(): void;
 };
 
-function destinationFor(target: LogTarget): {stream: DestinationStream; reopen(): void} {
+type Destination = {stream: DestinationStream; reopen(): void; flush(): void};
+
+/**
+JSON targets write asynchronously: the lines of one event-loop turn go out in one write, not one
+write each, which under load is most of the daemon's own CPU. `flush()` writes out the rest at exit.
+*/
+function destinationFor(target: LogTarget): Destination {
 	switch (target.kind) {
 		case 'file': {
-			const stream = pino.destination({dest: target.path, append: true, mkdir: true, sync: true});
-			return {stream, reopen: () => stream.reopen()};
+			const stream = pino.destination({dest: target.path, append: true, mkdir: true, sync: false});
+			return {stream, reopen: () => stream.reopen(), flush: () => stream.flushSync()};
 		}
 
 		case 'pretty': {
-			return {stream: pretty({colorize: true, destination: target.fd, sync: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,name'}), reopen() {}};
+			return {stream: pretty({colorize: true, destination: target.fd, sync: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,name'}), reopen() {}, flush() {}};
 		}
 
 		default: {
-			return {stream: pino.destination({dest: target.kind === 'stderr' ? 2 : 1, sync: true}), reopen() {}};
+			const stream = pino.destination({dest: target.kind === 'stderr' ? 2 : 1, sync: false});
+			return {stream, reopen() {}, flush: () => stream.flushSync()};
 		}
 	}
 }
 
 export function createLogging(options: LoggerOptions = {}): Logging {
-	const {stream, reopen} = options.destination ? {stream: options.destination, reopen() {}} : destinationFor(options.target ?? {kind: 'stdout'});
+	const {stream, reopen, flush} = options.destination ? {stream: options.destination, reopen() {}, flush() {}} : destinationFor(options.target ?? {kind: 'stdout'});
 	const logger = pino(
 		{
 			name: 'pam-authserviced',
@@ -64,7 +73,7 @@ export function createLogging(options: LoggerOptions = {}): Logging {
 		},
 		stream,
 	);
-	return {logger, reopen};
+	return {logger, reopen, flush};
 }
 
 export function createLogger(options: LoggerOptions = {}): Logger {

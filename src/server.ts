@@ -335,17 +335,17 @@ export function createServer({config: initialConfig, logger, pam}: ServerOptions
 		flush(connection);
 	}
 
-	/** Write the answers that are ready, in request order. */
+	/** Write the answers that are ready, in request order, in one write. */
 	function flush(connection: Connection): void {
 		const {socket, slots} = connection;
-		let written = false;
+		const ready: Buffer[] = [];
 		while (slots.length > 0 && slots[0]!.answer) {
-			const {answer} = slots.shift()!;
-			if (socket.writable) {
-				socket.write(answer!);
-			}
+			ready.push(slots.shift()!.answer!);
+		}
 
-			written = true;
+		const written = ready.length > 0;
+		if (written && socket.writable) {
+			socket.write(ready.length === 1 ? ready[0]! : Buffer.concat(ready));
 		}
 
 		if (connection.closing && slots.length === 0) {

@@ -49,10 +49,14 @@ type KeyState = {
 	failures: number;
 	lastFailureAt: number;
 	lastWrong: Buffer | undefined;
-	/** Requests in line, the one running included. */
-	inLine: number;
-	/** Resolves when the last request in line has finished and served its penalty. */
-	tail: Promise<void>;
+	/** Checks running for this key now. */
+	running: number;
+	/** No check for this key starts before this time (`performance.now()`): the last penalty. */
+	heldUntil: number;
+	/** Requests waiting their turn, first come first served. */
+	readonly waiters: Array<() => void>;
+	/** Set while a timer will wake the line when `heldUntil` passes. */
+	wakeTimer: NodeJS.Timeout | undefined;
 };
 
 type Bucket = {
@@ -91,57 +95,88 @@ export class Throttle {
 	@returns A turn, or a refusal (answer `fail` at once) when a line is full.
 	*/
 	async enter(service: string, user: string, uid: number): Promise<Turn | Refusal> {
-		const key = `${service}\0${user}`;
-		const state = this.#touch(key);
-		if (state.inLine > this.#options.maxWaitingPerKey) {
-			return {refused: `more than ${this.#options.maxWaitingPerKey} requests waiting for this user`};
+		const state = this.#touch(`${service}\0${user}`);
+		if (!this.#mayStart(state) || state.waiters.length > 0) {
+			if (state.waiters.length >= this.#options.maxWaitingPerKey) {
+				return {refused: `more than ${this.#options.maxWaitingPerKey} requests waiting for this user`};
+			}
+
+			if (this.#waiting >= this.#options.maxWaitingChecks) {
+				return {refused: `more than ${this.#options.maxWaitingChecks} requests waiting in all`};
+			}
+
+			this.#waiting++;
+			try {
+				// `#wake` counts this request as running before it lets it go.
+				await new Promise<void>(resolve => {
+					state.waiters.push(resolve);
+					this.#wake(state);
+				});
+			} finally {
+				this.#waiting--;
+			}
+		} else {
+			state.running++;
 		}
 
-		if (this.#waiting >= this.#options.maxWaitingChecks) {
-			return {refused: `more than ${this.#options.maxWaitingChecks} requests waiting in all`};
-		}
-
-		state.inLine++;
-		this.#waiting++;
-		const previous = state.tail;
-		let release!: () => void;
-		state.tail = new Promise(resolve => {
-			release = resolve;
-		});
 		try {
-			await previous;
+			this.#waiting++;
 			await this.#withinBudget(uid);
 		} finally {
 			this.#waiting--;
 		}
 
 		let finished = false;
-		const done = (): void => {
+		const done = (holdMs: number): void => {
 			if (finished) {
 				throw new Error('A turn can finish only once');
 			}
 
 			finished = true;
-			state.inLine--;
-			release();
+			state.running--;
+			state.heldUntil = Math.max(state.heldUntil, performance.now() + holdMs);
+			this.#wake(state);
 		};
 
 		return {
 			finish: (ok, fingerprint) => {
 				const holdMs = this.#record(state, uid, ok, fingerprint);
-				if (holdMs > 0) {
-					setTimeout(done, holdMs).unref();
-				} else {
-					done();
-				}
-
+				done(holdMs);
 				return holdMs;
 			},
 			cancel: () => {
 				this.#refund(uid);
-				done();
+				done(0);
 			},
 		};
+	}
+
+	/**
+	How many checks of one key may run at once: the failures still free may be spent in parallel,
+	since they cost nothing anyway; past them, one at a time, each after the last one's penalty.
+	*/
+	#mayStart(state: KeyState): boolean {
+		const parallel = Math.max(1, this.#options.freeFailures - state.failures);
+		return state.running < parallel && performance.now() >= state.heldUntil;
+	}
+
+	/** Let the next waiters in when they may start, or come back when the penalty has passed. */
+	#wake(state: KeyState): void {
+		while (state.waiters.length > 0 && this.#mayStart(state)) {
+			// Counted as running now, not when the waiter resumes: a request arriving in between
+			// must see the place taken.
+			state.running++;
+			state.waiters.shift()!();
+		}
+
+		const waitMs = state.heldUntil - performance.now();
+		if (state.waiters.length > 0 && waitMs > 0 && state.wakeTimer === undefined) {
+			state.wakeTimer = setTimeout(() => {
+				state.wakeTimer = undefined;
+				this.#wake(state);
+			}, Math.ceil(waitMs));
+			state.wakeTimer.unref();
+		}
 	}
 
 	#record(state: KeyState, uid: number, ok: boolean, fingerprint: Buffer): number {
@@ -185,8 +220,8 @@ export class Throttle {
 			// Most recently used last, so the first entries are the ones to drop.
 			this.#keys.delete(key);
 		} else {
-			state = {failures: 0, lastFailureAt: 0, lastWrong: undefined, inLine: 0, tail: Promise.resolve()};
-			this.#evict(this.#keys, this.#options.maxThrottleKeys - 1, candidate => candidate.inLine === 0);
+			state = {failures: 0, lastFailureAt: 0, lastWrong: undefined, running: 0, heldUntil: 0, waiters: [], wakeTimer: undefined};
+			this.#evict(this.#keys, this.#options.maxThrottleKeys - 1, candidate => candidate.running === 0 && candidate.waiters.length === 0 && candidate.heldUntil <= performance.now());
 		}
 
 		this.#keys.set(key, state);

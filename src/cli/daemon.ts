@@ -265,6 +265,7 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
 			pidFile = await acquirePidFile(pidPath);
 		} catch (error) {
 			logger.fatal({err: error}, (error as Error).message);
+			logging.flush();
 			return exitCodes.failure;
 		}
 	}
@@ -277,6 +278,7 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
 	} catch (error) {
 		logger.fatal({err: error}, (error as Error).message);
 		await Promise.all([pam.close(), pidFile?.remove()]);
+		logging.flush();
 		return exitCodes.failure;
 	}
 
@@ -346,6 +348,7 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
 			void server.close().then(async () => {
 				await pidFile?.remove();
 				logger.info('stopped');
+				logging.flush();
 				resolve(exitCodes.ok);
 			});
 		};

@@ -54,6 +54,47 @@ describe('Throttle', () => {
 		expect(Math.max(...finishedAt)).toBeGreaterThanOrEqual(190);
 	});
 
+	it('lets the free failures run in parallel, and no more', async () => {
+		const throttle = new Throttle({...defaults, freeFailures: 3});
+		const running = await Promise.all([turn(throttle, 'alice'), turn(throttle, 'alice'), turn(throttle, 'alice')]);
+		let fourthStarted = false;
+		const fourth = turn(throttle, 'alice').then(entered => {
+			fourthStarted = true;
+			return entered;
+		});
+		await new Promise(resolve => setTimeout(resolve, 50));
+		expect(fourthStarted).toBe(false);
+		running[0]!.finish(true, Buffer.alloc(32));
+		(await fourth).finish(true, Buffer.alloc(32));
+		expect(fourthStarted).toBe(true);
+		for (const entered of running.slice(1)) {
+			entered.finish(true, Buffer.alloc(32));
+		}
+	});
+
+	it('never lets a request arriving as a waiter is released run beside it', async () => {
+		const throttle = new Throttle({...defaults, freeFailures: 0});
+		const first = await turn(throttle, 'alice');
+		let running = 1;
+		let most = 1;
+		const track = async (entered: Promise<Turn>) => {
+			const held = await entered;
+			running++;
+			most = Math.max(most, running);
+			await new Promise(resolve => setTimeout(resolve, 5));
+			running--;
+			held.finish(true, Buffer.alloc(32));
+		};
+
+		const waiter = track(turn(throttle, 'alice'));
+		running--;
+		first.finish(true, Buffer.alloc(32));
+		// In the same tick as the release: must wait behind the waiter, not start beside it.
+		const latecomer = track(turn(throttle, 'alice'));
+		await Promise.all([waiter, latecomer]);
+		expect(most).toBe(1);
+	});
+
 	it('keeps other keys free while one is in penalty', async () => {
 		const throttle = new Throttle({...defaults, freeFailures: 0, backoffBaseMs: 5000});
 		(await turn(throttle, 'alice')).finish(false, throttle.fingerprint(Buffer.from('x')));
@@ -63,13 +104,13 @@ describe('Throttle', () => {
 	});
 
 	it('refuses beyond maxWaitingPerKey and beyond maxWaitingChecks', async () => {
-		const throttle = new Throttle({...defaults, maxWaitingPerKey: 2, maxWaitingChecks: 3});
+		const throttle = new Throttle({...defaults, freeFailures: 0, maxWaitingPerKey: 2, maxWaitingChecks: 3});
 		const running = await turn(throttle, 'alice');
 		const waiting = [throttle.enter('x2gobroker', 'alice', 1), throttle.enter('x2gobroker', 'alice', 1)];
 		expect(await throttle.enter('x2gobroker', 'alice', 1)).toEqual({refused: 'more than 2 requests waiting for this user'});
 		const bob = await turn(throttle, 'bob');
 		const bobWaiting = throttle.enter('x2gobroker', 'bob', 1);
-		expect(await throttle.enter('x2gobroker', 'carol', 1)).toEqual({refused: 'more than 3 requests waiting in all'});
+		expect(await throttle.enter('x2gobroker', 'bob', 1)).toEqual({refused: 'more than 3 requests waiting in all'});
 		running.finish(true, Buffer.alloc(32));
 		bob.finish(true, Buffer.alloc(32));
 		// Each waiter gets its turn once the one before it has finished.
