@@ -6,15 +6,14 @@ is and prints the answers, as `socat` would.
 
 Passwords are never taken as arguments: every user can read them in the process list.
 */
-import {realpathSync} from 'node:fs';
 import net from 'node:net';
 import type {Readable, Writable} from 'node:stream';
-import {pathToFileURL} from 'node:url';
 import yargs from 'yargs';
 import {hideBin} from 'yargs/helpers';
 import {authenticate, defaultService, defaultTimeoutMs, maxTimeoutMs, validateField} from '../client.js';
 import {AuthServiceError, connectErrorFor, errorCodes, InvalidFieldError, TimeoutError, type ErrorCode} from '../errors.js';
 import {resolveSocketPath} from '../socket-path.js';
+import {isEntryPoint} from './entry-point.js';
 
 const programName = 'pam-authservice';
 
@@ -567,14 +566,6 @@ async function raw(command: Extract<Command, {kind: 'raw'}>, io: CliIo): Promise
 	});
 }
 
-function isEntryPoint(): boolean {
-	try {
-		return import.meta.url === pathToFileURL(realpathSync(process.argv[1] ?? '')).href;
-	} catch {
-		return false;
-	}
-}
-
-if (isEntryPoint()) {
+if (isEntryPoint(import.meta.url)) {
 	process.exitCode = await main();
 }

@@ -5,14 +5,14 @@ original x2gobroker-authservice's flags with the same meaning, plus one flag for
 Precedence: flags > environment (`PAM_AUTHSERVICE_<FLAG>`) > configuration file > defaults.
 */
 import {spawn} from 'node:child_process';
-import {createWriteStream, realpathSync} from 'node:fs';
+import {createWriteStream} from 'node:fs';
 import path from 'node:path';
-import {pathToFileURL} from 'node:url';
 import yargs from 'yargs';
 import {defaultConfig, integerOptions, logLevels, parseMode, validateConfig, type Config, type IntegerOptionName, type LogLevel} from '../config.js';
 import {defaultConfigPath, kebab, readConfigFile, x2goDefaultsSocket, type FileValues} from '../config-file.js';
 import {createDemo, type Demo} from '../demo.js';
 import {ConfigError} from '../errors.js';
+import {isEntryPoint} from './entry-point.js';
 import {createLogging, type LogTarget, type Logger} from '../logger.js';
 import {setDumpable} from '../native.js';
 import {acquirePidFile, type PidFile} from '../pidfile.js';
@@ -358,14 +358,6 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
 	});
 }
 
-function isEntryPoint(): boolean {
-	try {
-		return import.meta.url === pathToFileURL(realpathSync(process.argv[1] ?? '')).href;
-	} catch {
-		return false;
-	}
-}
-
-if (isEntryPoint()) {
+if (isEntryPoint(import.meta.url)) {
 	process.exitCode = await main();
 }

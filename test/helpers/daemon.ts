@@ -251,3 +251,16 @@ export async function closedByServer(socket: net.Socket, timeoutMs = 5000): Prom
 		socket.once('error', () => {});
 	});
 }
+
+/** Poll `condition` until it holds, or fail after `timeoutMs`. */
+export async function waitFor(condition: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+	const deadline = Date.now() + timeoutMs;
+	while (!(await condition())) {
+		if (Date.now() > deadline) {
+			throw new Error('Timed out waiting');
+		}
+
+		// eslint-disable-next-line no-await-in-loop
+		await new Promise(resolve => setTimeout(resolve, 50));
+	}
+}

@@ -9,7 +9,7 @@ import path from 'node:path';
 import {promisify} from 'node:util';
 import {afterEach, describe, expect, it} from 'vitest';
 import {alice, services, users} from '../fixtures/users.js';
-import {Daemon, daemonPath, isRoot, rememberPassword} from '../helpers/daemon.js';
+import {Daemon, daemonPath, isRoot, rememberPassword, waitFor} from '../helpers/daemon.js';
 
 const running: Daemon[] = [];
 const folders: string[] = [];
@@ -175,14 +175,3 @@ describe('socket permissions (as root)', () => {
 	});
 });
 
-async function waitFor(condition: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-	const deadline = Date.now() + timeoutMs;
-	while (!(await condition())) {
-		if (Date.now() > deadline) {
-			throw new Error('Timed out waiting');
-		}
-
-		// eslint-disable-next-line no-await-in-loop
-		await new Promise(resolve => setTimeout(resolve, 50));
-	}
-}

@@ -11,7 +11,7 @@ import {promisify} from 'node:util';
 import {afterEach, beforeEach, describe, expect, it} from 'vitest';
 import {createPamSandbox, type PamSandbox} from '../../src/sandbox.js';
 import {alice, dave, services, slowUsers, users, wrongPassword} from '../fixtures/users.js';
-import {connect, Daemon, daemonPath, readLines, rememberPassword} from '../helpers/daemon.js';
+import {connect, Daemon, daemonPath, readLines, rememberPassword, waitFor} from '../helpers/daemon.js';
 
 let directory: string;
 let sandbox: PamSandbox;
@@ -43,17 +43,6 @@ async function ask(socketPath: string, user: string, password: string, service =
 	return answer ?? '';
 }
 
-async function waitFor(condition: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-	const deadline = Date.now() + timeoutMs;
-	while (!(await condition())) {
-		if (Date.now() > deadline) {
-			throw new Error('Timed out waiting');
-		}
-
-		// eslint-disable-next-line no-await-in-loop
-		await delay(50);
-	}
-}
 
 describe('socket activation', () => {
 	it('serves on the socket systemd passes and never removes it', async () => {
