@@ -4,7 +4,7 @@ journal has it). Callers never hand a password to the logger; the redaction belo
 line of defence, not the first.
 */
 import {pino, type DestinationStream, type Logger} from 'pino';
-import pretty from 'pino-pretty';
+import {createRequire} from 'node:module';
 import type {LogLevel} from './config.js';
 
 export type {Logger} from 'pino';
@@ -48,6 +48,8 @@ function destinationFor(target: LogTarget): Destination {
 		}
 
 		case 'pretty': {
+			// Loaded only for a terminal: it costs a daemon under systemd 10 MB it would never use.
+			const pretty = createRequire(import.meta.url)('pino-pretty') as typeof import('pino-pretty');
 			return {stream: pretty({colorize: true, destination: target.fd, sync: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,name'}), reopen() {}, flush() {}};
 		}
 
