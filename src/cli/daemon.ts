@@ -59,7 +59,9 @@ export async function parseDaemonArgs(argv: readonly string[], environment: Node
 	// Defaults are applied below, after the file: a yargs default would hide whether a flag was given.
 	let parser = yargs([...argv])
 		.scriptName('pam-authserviced')
-		.usage('$0 [options]\n\nServe PAM checks on a Unix socket, as x2gobroker-authservice does.\nEvery option can also be set in the configuration file (same name, without --) or\nin the environment (PAM_AUTHSERVICE_ and the name in capitals, - as _).')
+		.usage('$0 [options]\n\nServe PAM checks on a Unix socket, as x2gobroker-authservice does. Every option can also be set in the configuration file (same name, without --) or in the environment (PAM_AUTHSERVICE_ and the name in capitals, - as _).')
+		// Unwrapped when not a terminal, so that help2man lays out the man page itself.
+		.wrap(process.stdout.isTTY ? Math.min(100, process.stdout.columns) : null)
 		.strict()
 		.version(false)
 		.help('help')
@@ -70,6 +72,8 @@ export async function parseDaemonArgs(argv: readonly string[], environment: Node
 		.fail((message, error) => {
 			throw error instanceof ConfigError ? error : new ConfigError(message || (error?.message ?? 'invalid arguments'), 'arguments', {cause: error});
 		})
+		// The general options first, then the limits.
+		.group(['config', 'check-config', 'socket-file', 'owner', 'group', 'permissions', 'debug', 'debug-interactively', 'services', 'callers', 'log-level', 'log-file', 'logdir', 'daemonize', 'pidfile', 'worker-path', 'demo', 'help'], 'Options:')
 		.option('config', {alias: 'c', type: 'string', defaultDescription: defaultConfigPath, describe: 'The configuration file (INI)'})
 		.option('check-config', {type: 'boolean', describe: 'Check the configuration, print the effective one and exit (0 good, 2 bad)'})
 		.option('socket-file', {alias: 's', type: 'string', defaultDescription: `$${socketPathVariable} or /run/x2gobroker/x2gobroker-authservice.socket`, describe: 'The socket to serve on'})
@@ -86,7 +90,7 @@ export async function parseDaemonArgs(argv: readonly string[], environment: Node
 		.option('daemonize', {alias: 'D', type: 'boolean', describe: 'Go to the background; the parent exits 0 once the daemon serves'})
 		.option('pidfile', {alias: 'P', type: 'string', describe: 'Write the daemon\'s pid here (refuses to start if it names a live process)'})
 		.option('worker-path', {type: 'string', defaultDescription: 'the one built with this package', describe: 'The PAM worker program'})
-		.option('demo', {type: 'string', describe: 'Serve a demo PAM sandbox (pam_wrapper) from this folder, socket inside it; touches nothing in /etc', group: 'Demo:'});
+		.option('demo', {type: 'string', describe: 'Serve a demo PAM sandbox (pam_wrapper) from this folder, socket inside it; touches nothing in /etc'});
 	for (const [name, option] of Object.entries(integerOptions)) {
 		parser = parser.option(kebab(name), {type: 'number', defaultDescription: String(option.default), describe: option.describe, group: 'Limits:'});
 	}
