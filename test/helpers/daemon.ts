@@ -109,9 +109,17 @@ export class Daemon {
 		});
 		const daemon = new Daemon(directory, sandbox, socketPath, child);
 		const serving = daemon.waitForLog(line => line.msg === 'serving');
-		await Promise.race([serving, daemon.exited.then(() => {
-			throw new Error(`The daemon exited before serving (code ${daemon.exitCode}): ${daemon.stderr.join('\n')}\n${daemon.logs.map(line => JSON.stringify(line)).join('\n')}`);
-		})]);
+		try {
+			await Promise.race([serving, daemon.exited.then(() => {
+				throw new Error(`The daemon exited before serving (code ${daemon.exitCode}): ${daemon.stderr.join('\n')}\n${daemon.logs.map(line => JSON.stringify(line)).join('\n')}`);
+			})]);
+		} catch (error) {
+			// Never leave a daemon behind that a test could not use.
+			child.kill('SIGKILL');
+			rmSync(directory, {recursive: true, force: true});
+			throw error;
+		}
+
 		return daemon;
 	}
 
