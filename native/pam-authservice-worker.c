@@ -1,9 +1,10 @@
 /*
  * pam-authservice-worker: runs PAM checks for pam-authserviced, one at a time.
  *
- * Why a process of its own: libpam loads modules under a process-wide lock, a module that crashes
- * or hangs must not take the daemon with it, and some modules are not thread-safe. The daemon
- * pools and supervises these workers, as Dovecot does with its auth workers.
+ * Why a process of its own: libpam is blocking and many modules are not thread-safe (static
+ * buffers, getpwnam, signal handlers, fork); a module that crashes, hangs or leaks must not take
+ * the daemon with it; and whatever a module leaves in memory dies with a process the daemon can
+ * kill. The daemon pools and supervises these workers, as Dovecot does with its auth workers.
  *
  * Framing (src/worker-protocol.ts is the other side; change both together): every number is
  * little-endian, every frame is a u32 payload length and the payload, so no delimiter is ever
@@ -17,7 +18,8 @@
  * to us, we report it, and the daemon holds the answer back on a timer while this worker goes on.
  *
  * Exit codes: 0 at EOF on stdin (the daemon is done with us), 3 for a malformed frame, 4 when
- * the answer cannot be written, 5 when the set-up fails.
+ * the answer cannot be written, 5 when the set-up fails. Every exit but 0 writes one fixed line
+ * to stderr, which the daemon logs: a fixed text, so no request byte can ever reach a log.
  */
 #define _GNU_SOURCE
 #include <endian.h>
@@ -55,8 +57,17 @@ struct check {
 	struct message messages[MAX_MESSAGES];
 };
 
-/* The check the delay callback reports to: PAM_FAIL_DELAY's callback gets pam's appdata_ptr,
- * which is the conversation's, so it is the same struct check. */
+/* A fatal error: one fixed line for the daemon's log, then out. _exit, not exit: nothing of ours
+ * needs flushing, and atexit handlers of PAM modules must not run half-way through a check. */
+static _Noreturn void die(int code, const char *why)
+{
+	char line[160];
+	int length = snprintf(line, sizeof line, "pam-authservice-worker: %s\n", why);
+	if (length > 0 && write(STDERR_FILENO, line, strnlen(line, sizeof line)) < 0) {
+		/* Nobody to tell: the exit code says it all. */
+	}
+	_exit(code);
+}
 
 static int read_full(int fd, void *buffer, size_t length)
 {
@@ -80,7 +91,7 @@ static void write_full(int fd, const void *buffer, size_t length)
 		if (put < 0 && errno == EINTR)
 			continue;
 		if (put <= 0)
-			_exit(4);
+			die(4, "cannot write the answer (the daemon went away?)");
 		done += (size_t)put;
 	}
 }
@@ -161,6 +172,12 @@ static int converse(int count, const struct pam_message **messages, struct pam_r
 	return PAM_SUCCESS;
 }
 
+/*
+ * Set as PAM_FAIL_DELAY, libpam calls this instead of sleeping the failure delay itself: a worker
+ * that slept would be a worker taken from the pool by every wrong password. libpam passes it the
+ * conversation's appdata_ptr, so it is the same struct check. libpam calls it after a success
+ * too (with a delay it would not have slept): only a failure's delay is kept.
+ */
 static void remember_delay(int status, unsigned int delay_us, void *appdata)
 {
 	struct check *check = appdata;
@@ -173,15 +190,15 @@ static char *take_field(const uint8_t *payload, uint32_t payload_length, uint32_
 {
 	uint32_t field_length;
 	if (payload_length - *offset < 4)
-		_exit(3);
+		die(3, "protocol error: fewer than 4 fields in a request");
 	memcpy(&field_length, payload + *offset, 4);
 	field_length = le32toh(field_length);
 	*offset += 4;
 	if (payload_length - *offset < field_length)
-		_exit(3);
+		die(3, "protocol error: a request field overruns its frame");
 	char *field = malloc((size_t)field_length + 1);
 	if (!field)
-		_exit(5);
+		die(5, "out of memory");
 	memcpy(field, payload + *offset, field_length);
 	field[field_length] = '\0';
 	*offset += field_length;
@@ -234,7 +251,7 @@ static void run_check(uint8_t *payload, uint32_t payload_length)
 	char *password = take_field(payload, payload_length, &offset, &password_length);
 	char *ruser = take_field(payload, payload_length, &offset, &ruser_length);
 	if (offset != payload_length)
-		_exit(3);
+		die(3, "protocol error: more than 4 fields in a request");
 	explicit_bzero(payload, payload_length);
 
 	memset(&check, 0, sizeof check);
@@ -285,17 +302,25 @@ int main(void)
 	pid_t parent = getppid();
 
 	/* Die with the daemon, even if it is killed: a worker outliving it would hold nothing useful. */
-	if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
-		return 5;
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0)
+		die(5, "cannot set PR_SET_PDEATHSIG");
+	/* The parent may have died before the prctl, which then never fires: we were re-parented. */
+	if (getppid() != parent)
+		die(5, "the parent died before the worker started");
 	/* No core file, and no ptrace by other processes of our uid: a password may be in memory. */
 	struct rlimit no_core = {0, 0};
 	if (setrlimit(RLIMIT_CORE, &no_core) != 0 || prctl(PR_SET_DUMPABLE, 0) != 0)
-		return 5;
+		die(5, "cannot forbid core dumps");
 	/* A write to a daemon that went away fails with EPIPE instead of killing us mid-check. */
 	signal(SIGPIPE, SIG_IGN);
-	/* Nothing the daemon holds (its listening socket from systemd, client connections) may reach
-	 * the PAM modules we load or the programs they run. */
-	close_range(3, ~0U, 0);
+	/* Nothing the daemon holds may reach the PAM modules we load or the programs they run (pam_exec):
+	 * Node opens its own descriptors close-on-exec, but not the listening socket systemd passed it
+	 * as fd 3. A kernel before 5.9 has no close_range: close them one by one. */
+	if (close_range(3, ~0U, 0) != 0) {
+		long open_max = sysconf(_SC_OPEN_MAX);
+		for (long fd = 3; fd < (open_max > 0 && open_max < 65536 ? open_max : 65536); fd++)
+			close((int)fd);
+	}
 
 	for (;;) {
 		uint32_t payload_length;
@@ -303,10 +328,12 @@ int main(void)
 		if (got == 0)
 			return 0;
 		if (got < 0)
-			return 3;
+			die(3, "protocol error: stdin ended or failed inside a frame header");
 		payload_length = le32toh(payload_length);
-		if (payload_length > MAX_PAYLOAD || read_full(STDIN_FILENO, payload, payload_length) != 1)
-			return 3;
+		if (payload_length > MAX_PAYLOAD)
+			die(3, "protocol error: request frame over 65536 bytes");
+		if (read_full(STDIN_FILENO, payload, payload_length) != 1)
+			die(3, "protocol error: stdin ended or failed inside a frame");
 		run_check(payload, payload_length);
 	}
 }
