@@ -6,6 +6,7 @@ fewer details in the log.
 */
 import {readFileSync, readlinkSync} from 'node:fs';
 import type net from 'node:net';
+import {performance} from 'node:perf_hooks';
 import {peerCredentials} from './native.js';
 import type {Caller} from './policy.js';
 import {userName} from './system.js';
@@ -33,13 +34,23 @@ function cachedUserName(uid: number): string {
 	return name;
 }
 
-export function identifyCaller(socket: net.Socket): Caller {
-	const credentials = peerCredentials(socket);
-	if (!credentials) {
-		return unknownCaller;
+/**
+What /proc said of a process, for a second: a broker that connects for every check (as
+x2gobroker's own client does), or a flood of connections from one process, would otherwise cost
+two /proc reads a connection. Keyed by uid and gid too, so that a recycled pid of another user is
+never taken for the old one.
+*/
+const details = new Map<string, {groups: number[]; exe: string | undefined; at: number}>();
+const detailsTtlMs = 1000;
+
+function procDetails(pid: number, uid: number, gid: number): {groups: number[]; exe: string | undefined} {
+	const key = `${pid}:${uid}:${gid}`;
+	const now = performance.now();
+	const cached = details.get(key);
+	if (cached && now - cached.at < detailsTtlMs) {
+		return cached;
 	}
 
-	const {pid, uid, gid} = credentials;
 	let groups: number[] = [];
 	let exe: string | undefined;
 	try {
@@ -50,5 +61,22 @@ export function identifyCaller(socket: net.Socket): Caller {
 		// Gone already, or /proc is not ours to read: the kernel's credentials suffice.
 	}
 
+	if (details.size >= 10_000) {
+		details.clear();
+	}
+
+	const entry = {groups, exe, at: now};
+	details.set(key, entry);
+	return entry;
+}
+
+export function identifyCaller(socket: net.Socket): Caller {
+	const credentials = peerCredentials(socket);
+	if (!credentials) {
+		return unknownCaller;
+	}
+
+	const {pid, uid, gid} = credentials;
+	const {groups, exe} = procDetails(pid, uid, gid);
 	return {pid, uid, gid, groups, userName: cachedUserName(uid), exe};
 }
