@@ -47,6 +47,8 @@ export class Daemon {
 	readonly logs: LogLine[] = [];
 	readonly stderr: string[] = [];
 	exitCode: number | null | undefined;
+	/** Answers received through `send()` and `ask()`: each one has a `request` log line. */
+	answered = 0;
 	signal: NodeJS.Signals | null | undefined;
 	readonly exited: Promise<void>;
 	readonly #waiters = new Set<{match: (line: LogLine) => boolean; resolve: (line: LogLine) => void}>();
@@ -77,7 +79,8 @@ export class Daemon {
 			this.stderr.push(text);
 		});
 		this.exited = new Promise(resolve => {
-			process.on('exit', (code, signal) => {
+			// 'close', not 'exit': the last log lines may still be in the pipe when the process exits.
+			process.on('close', (code, signal) => {
 				this.exitCode = code;
 				this.signal = signal;
 				resolve();
@@ -143,6 +146,14 @@ export class Daemon {
 		});
 	}
 
+	/**
+	Wait until the log has a `request` line for every answer received through `send()`: log lines
+	are written asynchronously, and may come after the answer.
+	*/
+	async settled(): Promise<void> {
+		await this.waitForLog(() => this.requestLogs.length >= this.answered);
+	}
+
 	/** The `request` log lines, in the order they were written. */
 	get requestLogs(): LogLine[] {
 		return this.logs.filter(line => line.msg === 'request');
@@ -168,7 +179,9 @@ export class Daemon {
 				socket.write(chunk);
 			}
 
-			return await readLines(socket, expected, options.timeoutMs ?? 10_000);
+			const lines = await readLines(socket, expected, options.timeoutMs ?? 10_000);
+			this.answered += lines.length;
+			return lines;
 		} finally {
 			socket.destroy();
 		}

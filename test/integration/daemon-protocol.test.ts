@@ -64,6 +64,8 @@ describe('requests PAM never sees', () => {
 		['a service not on the allow-list', `alice\r${alice.password}\rsshd\n`, 'service not allowed'],
 	])('answers fail for %s', async (_name, request, reason) => {
 		rememberPassword(alice.password);
+		// Lines of earlier tests' requests may still be on their way.
+		await daemon.settled();
 		const before = daemon.requestLogs.length;
 		expect(await daemon.send(request)).toEqual(['fail']);
 		const log = await daemon.waitForLog(entry => entry.msg === 'request' && daemon.requestLogs.indexOf(entry) >= before);
