@@ -1,37 +1,52 @@
 // The load generator, run as its own process: `node bench/load.mjs '<json spec>'` prints one JSON
-// line of results. Every answer is checked: a right password must get ok, a wrong one fail.
+// line of results. Every answer is checked: a right password must get `ok`, a wrong one `fail`.
 //
-// spec: {socket, protocol: 'line' | 'sasl', mode: 'oneshot' | 'pipelined', clients, depth, seconds,
-//        count (oneshot: requests per client instead of seconds), wrongShare (0..1), users, service, timeoutMs}
+// spec: {
+//   socket, protocol: 'line' | 'sasl',
+//   mode: 'oneshot' (connect, write, read the answer, close: as x2gobroker's own client asks)
+//       | 'pipelined' (kept connections, `depth` requests in flight on each),
+//   clients, depth, seconds | count (requests per client, whatever the time), wrongShare (0..1),
+//   users, service, timeoutMs (for one answer)
+// }
+//
+// A full listen backlog makes a non-blocking connect() on a Unix socket fail with EAGAIN, where
+// x2gobroker's blocking client would simply wait: such a connect is retried after 1 ms, counted in
+// `connectRetries`, and the request's latency runs from its first attempt.
 import net from 'node:net';
 
 const spec = JSON.parse(process.argv[2]);
 const users = spec.users ?? 1000;
 const service = spec.service ?? 'x2gobroker';
+const timeoutMs = spec.timeoutMs ?? 10_000;
+const depth = spec.depth ?? 16;
 let sequence = 0;
 
 /** The next request: a user of the passdb, its right password or (for wrongShare of them) a wrong one. */
 function nextRequest() {
-	const index = sequence++ % users;
-	const wrong = spec.wrongShare > 0 && (sequence * 0.618_033_988_75) % 1 < spec.wrongShare;
+	const number = sequence++;
+	const index = number % users;
+	// A low-discrepancy sequence: the wrong ones are spread evenly, the same in every run.
+	const wrong = spec.wrongShare > 0 && ((number + 1) * 0.618_033_988_75) % 1 < spec.wrongShare;
 	return {user: `u${index}`, password: wrong ? `wrong-${index}` : `pw-${index}-secret`, expect: wrong ? 'fail' : 'ok'};
+}
+
+function field(text) {
+	const bytes = Buffer.from(text);
+	const length = Buffer.alloc(2);
+	length.writeUInt16BE(bytes.length);
+	return [length, bytes];
 }
 
 function encode({user, password}) {
 	if (spec.protocol === 'sasl') {
 		// saslauthd: user, password, service, realm, each a big-endian u16 length and the bytes.
-		return Buffer.concat([user, password, service, ''].map(field => {
-			const bytes = Buffer.from(field);
-			const length = Buffer.alloc(2);
-			length.writeUInt16BE(bytes.length);
-			return Buffer.concat([length, bytes]);
-		}));
+		return Buffer.concat([user, password, service, ''].flatMap(field));
 	}
 
-	return Buffer.from(`${user}\r${password}\r${service}\n`);
+	return Buffer.from(`${user}\r${password}\r${service}\n`, 'latin1');
 }
 
-/** Answers complete in `buffer`, as ok/fail, and the bytes left over. */
+/** Answers complete in `buffer` (as `ok`, `fail` or what the peer said), and the bytes left over. */
 function decode(buffer) {
 	const answers = [];
 	let offset = 0;
@@ -42,7 +57,8 @@ function decode(buffer) {
 				break;
 			}
 
-			answers.push(buffer.toString('latin1', offset + 2, offset + 2 + length).startsWith('OK') ? 'ok' : 'fail');
+			const text = buffer.toString('latin1', offset + 2, offset + 2 + length);
+			answers.push(text.startsWith('OK') ? 'ok' : (text.startsWith('NO') ? 'fail' : text));
 			offset += 2 + length;
 		}
 	} else {
@@ -52,127 +68,248 @@ function decode(buffer) {
 		}
 	}
 
-	return {answers, rest: buffer.subarray(offset)};
+	return {answers, rest: offset === buffer.length ? undefined : buffer.subarray(offset)};
 }
 
-const latencies = [];
+// --- Results ----------------------------------------------------------------------------------
+let latencies = new Float64Array(1 << 16);
 let done = 0;
 let mismatches = 0;
 let errors = 0;
-const deadline = performance.now() + spec.seconds * 1000;
+let connectRetries = 0;
+const errorKinds = {};
+const mismatchSamples = [];
 
 function record(expected, answer, started) {
-	done++;
-	latencies.push(performance.now() - started);
+	if (done === latencies.length) {
+		const bigger = new Float64Array(latencies.length * 2);
+		bigger.set(latencies);
+		latencies = bigger;
+	}
+
+	latencies[done++] = performance.now() - started;
 	if (answer !== expected) {
 		mismatches++;
+		if (mismatchSamples.length < 5) {
+			mismatchSamples.push({expected, got: answer.slice(0, 40)});
+		}
 	}
 }
 
-async function connect() {
-	return new Promise((resolve, reject) => {
-		const socket = net.connect(spec.socket);
-		socket.once('connect', () => {
-			socket.off('error', reject);
-			resolve(socket);
+function error(kind, count = 1) {
+	errors += count;
+	errorKinds[kind] = (errorKinds[kind] ?? 0) + count;
+}
+
+const startedAt = performance.now();
+const deadline = startedAt + (spec.seconds ?? 0) * 1000;
+const more = sent => spec.count === undefined ? performance.now() < deadline : sent < spec.count;
+
+/** A connected socket, retrying while the listen backlog is full; undefined if it never connects. */
+async function connect(giveUpAt) {
+	for (;;) {
+		// eslint-disable-next-line no-await-in-loop
+		const outcome = await new Promise(resolve => {
+			const socket = net.connect(spec.socket);
+			socket.once('connect', () => {
+				socket.removeAllListeners('error');
+				resolve(socket);
+			});
+			socket.once('error', error_ => resolve(error_));
 		});
-		socket.once('error', reject);
-	});
+		if (!(outcome instanceof Error)) {
+			return outcome;
+		}
+
+		if (outcome.code === 'EAGAIN' && performance.now() < giveUpAt) {
+			connectRetries++;
+			// eslint-disable-next-line no-await-in-loop
+			await new Promise(resolve => setTimeout(resolve, 1));
+			continue;
+		}
+
+		error(outcome.code === 'EAGAIN' ? 'connect EAGAIN until timeout' : `connect ${outcome.code ?? outcome.message}`);
+		return undefined;
+	}
 }
 
 /** One request per connection, as x2gobroker's own client asks. */
 async function oneshotClient() {
-	// `count`: exactly that many requests (a single login), whatever the time.
-	for (let sent = 0; spec.count === undefined ? performance.now() < deadline : sent < spec.count; sent++) {
+	for (let sent = 0; more(sent); sent++) {
 		const request = nextRequest();
 		const started = performance.now();
 		// eslint-disable-next-line no-await-in-loop
+		const socket = await connect(started + timeoutMs);
+		if (!socket) {
+			continue;
+		}
+
+		// eslint-disable-next-line no-await-in-loop
 		await new Promise(resolve => {
-			const socket = net.connect(spec.socket);
-			let buffer = Buffer.alloc(0);
-			const timer = setTimeout(() => {
-				errors++;
+			let buffer;
+			let answered = false;
+			const finish = () => {
+				clearTimeout(timer);
 				socket.destroy();
 				resolve();
-			}, spec.timeoutMs ?? 10_000);
-			socket.once('connect', () => socket.write(encode(request)));
+			};
+
+			const timer = setTimeout(() => {
+				error('no answer in time');
+				answered = true;
+				finish();
+			}, Math.max(1, started + timeoutMs - performance.now()));
 			socket.on('data', chunk => {
-				buffer = Buffer.concat([buffer, chunk]);
+				buffer = buffer ? Buffer.concat([buffer, chunk]) : chunk;
 				const {answers} = decode(buffer);
-				if (answers.length > 0) {
-					clearTimeout(timer);
+				if (answers.length > 0 && !answered) {
+					answered = true;
 					record(request.expect, answers[0], started);
-					socket.destroy();
-					resolve();
+					finish();
 				}
 			});
-			socket.on('error', () => {
-				clearTimeout(timer);
-				errors++;
-				resolve();
+			socket.on('error', error_ => {
+				if (!answered) {
+					answered = true;
+					error(`socket ${error_.code ?? error_.message}`);
+					finish();
+				}
 			});
+			socket.on('close', () => {
+				if (!answered) {
+					answered = true;
+					error('closed without an answer');
+					finish();
+				}
+			});
+			socket.write(encode(request));
 		});
 	}
 }
 
-/** Many requests in flight on one kept connection. */
+/** Requests kept `depth` deep in flight on one connection; a connection the peer closes is replaced. */
 async function pipelinedClient() {
-	const socket = await connect();
-	const inFlight = [];
-	let buffer = Buffer.alloc(0);
-	await new Promise(resolve => {
-		const send = () => {
-			const batch = [];
-			while (inFlight.length < (spec.depth ?? 16) && performance.now() < deadline) {
-				const request = nextRequest();
-				inFlight.push({expect: request.expect, started: performance.now()});
-				batch.push(encode(request));
-			}
+	let sent = 0;
+	while (more(sent)) {
+		// eslint-disable-next-line no-await-in-loop
+		const socket = await connect(performance.now() + timeoutMs);
+		if (!socket) {
+			// eslint-disable-next-line no-await-in-loop
+			await new Promise(resolve => setTimeout(resolve, 10));
+			continue;
+		}
 
-			if (batch.length > 0) {
-				socket.write(Buffer.concat(batch));
-			}
+		// eslint-disable-next-line no-await-in-loop
+		await new Promise(resolve => {
+			const inFlight = [];
+			let head = 0;
+			let buffer;
+			let finished = false;
+			let timer;
+			const finish = () => {
+				if (!finished) {
+					finished = true;
+					clearTimeout(timer);
+					socket.destroy();
+					resolve();
+				}
+			};
 
-			if (inFlight.length === 0) {
-				socket.destroy();
-				resolve();
-			}
-		};
+			const arm = () => {
+				clearTimeout(timer);
+				if (head < inFlight.length) {
+					timer = setTimeout(() => {
+						error('no answer in time', inFlight.length - head);
+						finish();
+					}, timeoutMs);
+				}
+			};
 
-		socket.on('data', chunk => {
-			buffer = buffer.length === 0 ? chunk : Buffer.concat([buffer, chunk]);
-			const {answers, rest} = decode(buffer);
-			buffer = rest;
-			for (const answer of answers) {
-				const {expect, started} = inFlight.shift();
-				record(expect, answer, started);
-			}
+			const send = () => {
+				const batch = [];
+				while (inFlight.length - head < depth && more(sent)) {
+					const request = nextRequest();
+					sent++;
+					inFlight.push({expect: request.expect, started: performance.now()});
+					batch.push(encode(request));
+				}
 
+				if (batch.length > 0) {
+					socket.write(batch.length === 1 ? batch[0] : Buffer.concat(batch));
+				}
+
+				if (head === inFlight.length) {
+					finish();
+				}
+			};
+
+			socket.on('data', chunk => {
+				buffer = buffer ? Buffer.concat([buffer, chunk]) : chunk;
+				const {answers, rest} = decode(buffer);
+				buffer = rest;
+				for (const answer of answers) {
+					const {expect, started} = inFlight[head++];
+					record(expect, answer, started);
+				}
+
+				if (head > 4096) {
+					inFlight.splice(0, head);
+					head = 0;
+				}
+
+				if (answers.length > 0) {
+					arm();
+					send();
+				}
+			});
+			const lost = kind => {
+				if (!finished) {
+					if (inFlight.length > head) {
+						error(kind, inFlight.length - head);
+					}
+
+					finish();
+				}
+			};
+
+			socket.on('error', error_ => lost(`socket ${error_.code ?? error_.message}`));
+			socket.on('close', () => lost('closed with answers owed'));
 			send();
+			arm();
 		});
-		socket.on('error', () => {
-			errors++;
-			resolve();
-		});
-		send();
-	});
+	}
 }
 
-const started = performance.now();
 const startUsage = process.cpuUsage();
-await Promise.all(Array.from({length: spec.clients}, async () => (spec.mode === 'pipelined' ? pipelinedClient() : oneshotClient()).catch(() => {
-	errors++;
+const hardStop = setTimeout(() => {
+	// Never outlive the run by much, whatever the peer does.
+	error('load generator stopped at its hard limit');
+	report();
+	process.exit(0);
+}, ((spec.seconds ?? 0) * 1000) + (2 * timeoutMs) + 2000);
+await Promise.all(Array.from({length: spec.clients}, async () => (spec.mode === 'pipelined' ? pipelinedClient() : oneshotClient()).catch(error_ => {
+	error(`client ${error_.message}`);
 })));
-const seconds = (performance.now() - started) / 1000;
-const cpu = process.cpuUsage(startUsage);
-latencies.sort((a, b) => a - b);
-const quantile = q => latencies.length === 0 ? null : Math.round(latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] * 1000) / 1000;
-process.stdout.write(`${JSON.stringify({
-	done,
-	rate: Math.round(done / seconds),
-	p50Ms: quantile(0.5),
-	p99Ms: quantile(0.99),
-	mismatches,
-	errors,
-	loadCpuShare: Math.round((cpu.user + cpu.system) / 1e4 / seconds) / 100,
-})}\n`);
+clearTimeout(hardStop);
+report();
+
+function report() {
+	const seconds = (performance.now() - startedAt) / 1000;
+	const cpu = process.cpuUsage(startUsage);
+	const sorted = latencies.subarray(0, done).sort();
+	const quantile = q => done === 0 ? null : Math.round(sorted[Math.min(done - 1, Math.floor(q * done))] * 1000) / 1000;
+	process.stdout.write(`${JSON.stringify({
+		done,
+		seconds: Math.round(seconds * 1000) / 1000,
+		rate: Math.round(done / seconds),
+		p50Ms: quantile(0.5),
+		p99Ms: quantile(0.99),
+		maxMs: done === 0 ? null : Math.round(sorted[done - 1] * 1000) / 1000,
+		mismatches,
+		mismatchSamples,
+		errors,
+		errorKinds,
+		connectRetries,
+		loadCpuCores: Math.round((cpu.user + cpu.system) / 1e4 / seconds) / 100,
+	})}\n`);
+}

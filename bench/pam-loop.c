@@ -1,7 +1,12 @@
 /*
  * The limit: pam_start → pam_authenticate → pam_acct_mgmt → pam_end in a loop, in-process, on the
- * same PAM stack as the daemons. `pam-loop SERVICE USER PASSWORD SECONDS THREADS` prints
+ * same PAM stack as the daemons. `pam-loop SERVICE USER PASSWORD SECONDS THREADS [pin]` prints
  * {"checks":N,"seconds":S,"rate":R}. Only for the benchmark: a password on argv is fine here.
+ *
+ * With `pin`, one more PAM handle is opened first and never ended: libpam then keeps the stack's
+ * modules loaded, where otherwise every pam_end unloads them and every pam_start loads them again
+ * (dlopen, relocations, mmap). Two threads get part of that for free, each keeping the modules
+ * loaded for the other.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -54,12 +59,18 @@ static void *loop(void *result)
 
 int main(int argc, char **argv)
 {
-	if (argc != 6)
+	if (argc != 6 && argc != 7)
 		return 1;
 	service = argv[1], user = argv[2], password = argv[3], seconds = atof(argv[4]);
 	int threads = atoi(argv[5]);
 	pthread_t ids[16];
 	long counts[16] = {0}, total = 0;
+	if (argc == 7 && strcmp(argv[6], "pin") == 0) {
+		const struct pam_conv conversation = {converse, NULL};
+		pam_handle_t *pin;
+		if (pam_start(service, user, &conversation, &pin) != PAM_SUCCESS || pam_authenticate(pin, PAM_SILENT) != PAM_SUCCESS)
+			return 2;
+	}
 	double start = now();
 	for (int index = 0; index < threads && index < 16; index++)
 		pthread_create(&ids[index], NULL, loop, &counts[index]);

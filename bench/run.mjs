@@ -1,108 +1,279 @@
 // `npm run bench`: pam-authservice against the programs people would use instead, on one PAM stack
-// (pam_wrapper + pam_matrix, 1000 users), on this machine's Unix sockets only. Sets itself up,
-// runs bounded scenarios, writes bench/results/{DATE,latest}.{md,json} and chart.svg.
-// Flags: --quick (shorter runs), --only NAME[,NAME] (peers: pam-authservice, x2gobroker-authservice,
-// saslauthd; scenarios: throughput, pipelined, wrong, head-of-line, idle-flood).
+// (pam_wrapper + pam_matrix, 1000 users), on this machine's Unix sockets only. Sets itself up
+// (Debian packages, the build, x2gobroker unpacked from its .deb, the in-process loop compiled),
+// runs bounded scenarios and writes bench/results/{DATE,latest}.{md,json} and chart.svg.
+//
+// Flags:
+//   --quick            shorter runs (1 s instead of 3 s); results go to bench/.cache/results/
+//   --only A,B         only these scenarios and/or peers; results go to bench/.cache/results/
+//                      scenarios: selftest, loop, throughput, head-of-line, idle-flood, profile
+//                      peers: pam-authservice, x2gobroker-authservice, saslauthd
+//   --seconds N        length of one throughput run
+//   --no-setup         skip apt-get and the build: dist/ is measured as it is
+//   --render [FILE]    no measurement: write the Markdown and the chart again from a run's JSON
+//                      (default bench/results/latest.json)
 import {execFileSync, spawn, spawnSync} from 'node:child_process';
-import {existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync} from 'node:fs';
-import net from 'node:net';
+import {closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import {createInterface} from 'node:readline';
 import {setTimeout as sleep} from 'node:timers/promises';
 import {fileURLToPath} from 'node:url';
+import {summariseCpuProfile, summarisePerf} from './profile.mjs';
+import {chart, markdown, targets} from './report.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const cache = path.join(root, 'bench/.cache');
-const results = path.join(root, 'bench/results');
 const args = process.argv.slice(2);
-const quick = args.includes('--quick');
-const only = args.includes('--only') ? new Set(args[args.indexOf('--only') + 1].split(',')) : undefined;
-const wanted = name => !only || only.has(name);
-const seconds = quick ? 1.5 : 3;
+const flag = name => args.includes(name);
+const option = name => (args.includes(name) ? args[args.indexOf(name) + 1] : undefined);
+const quick = flag('--quick');
+const only = option('--only') ? new Set(option('--only').split(',').map(name => name.trim())) : undefined;
+const peerNames = ['pam-authservice', 'x2gobroker-authservice', 'saslauthd'];
+const scenarioNames = ['selftest', 'loop', 'throughput', 'head-of-line', 'idle-flood', 'profile'];
+for (const name of only ?? []) {
+	if (![...peerNames, ...scenarioNames].includes(name)) {
+		throw new Error(`--only: unknown scenario or peer ${name} (scenarios: ${scenarioNames.join(', ')}; peers: ${peerNames.join(', ')})`);
+	}
+}
+
+const scenarioWanted = name => !only || ![...only].some(entry => scenarioNames.includes(entry)) || only.has(name);
+const peerWanted = name => !only || ![...only].some(entry => peerNames.includes(entry)) || only.has(name);
+const partial = quick || only !== undefined || option('--seconds') !== undefined;
+const results = partial ? path.join(cache, 'results') : path.join(root, 'bench/results');
+const seconds = Number(option('--seconds') ?? (quick ? 1 : 3));
+const holSeconds = quick ? 2 : 4;
 const users = 1000;
+const clientCounts = [1, 8, 64];
+const depth = 16;
+// Every program gets the same open-files limit: the hard limit we have (raising it needs
+// CAP_SYS_RESOURCE, which a container may not give), enough for 10 000 idle connections.
+const nofile = Number(spawnSync('sh', ['-c', 'ulimit -Hn'], {encoding: 'utf8'}).stdout.trim()) || 20_000;
+const ticksPerSecond = Number(spawnSync('getconf', ['CLK_TCK'], {encoding: 'utf8'}).stdout.trim()) || 100;
+
+// The limits of pam-authservice that a benchmark from one uid would run into, raised; the rest are
+// its defaults. It would otherwise (rightly) hold back a caller sending thousands of failures a
+// second, and close a 65th connection from one uid.
+const raisedLimits = [
+	'--free-failures', '1000000000',
+	'--failure-budget-burst', '1000000000',
+	'--failure-budget-per-second', '1000000000',
+	'--max-waiting-per-key', '10000',
+	'--max-connections', '20000',
+	'--max-connections-per-uid', '20000',
+];
 
 function log(message) {
 	process.stderr.write(`bench: ${message}\n`);
 }
 
-// --- Set-up from nothing ------------------------------------------------------------------------
-function setup() {
-	const packages = ['libpam-wrapper', 'libpam0g-dev', 'sasl2-bin', 'python3', 'python3-pampy', 'python3-setproctitle', 'gcc', 'make'];
-	const missing = packages.filter(name => !/ok installed/.test(spawnSync('dpkg-query', ['-W', '-f=${Status}', name], {encoding: 'utf8'}).stdout));
-	if (missing.length > 0) {
-		log(`installing ${missing.join(' ')}`);
-		const sudo = process.getuid() === 0 ? [] : ['sudo'];
-		execFileSync(sudo[0] ?? 'apt-get', [...sudo.slice(1), ...(sudo.length > 0 ? ['apt-get'] : []), 'update', '-qq'], {stdio: 'inherit'});
-		execFileSync(sudo[0] ?? 'apt-get', [...(sudo.length > 0 ? ['apt-get'] : []), 'install', '-y', '-qq', '--no-install-recommends', ...missing], {stdio: 'inherit', env: {...process.env, DEBIAN_FRONTEND: 'noninteractive'}});
+// --- Every process we start is stopped, whatever happens ---------------------------------------
+const started = new Set();
+
+function killTree(pid) {
+	for (const each of tree(pid).reverse()) {
+		try {
+			process.kill(each, 'SIGKILL');
+		} catch {}
+	}
+}
+
+function killAll() {
+	for (const pid of started) {
+		killTree(pid);
 	}
 
-	mkdirSync(cache, {recursive: true});
-	const x2goSite = path.join(cache, 'x2go/usr/lib/python3/dist-packages');
-	if (!existsSync(path.join(x2goSite, 'x2gobroker/authservice.py'))) {
-		log('unpacking x2gobroker-authservice from Debian\'s packages');
-		const downloads = path.join(cache, 'debs');
-		mkdirSync(downloads, {recursive: true});
-		execFileSync('apt-get', ['download', 'x2gobroker-authservice', 'python3-x2gobroker'], {cwd: downloads, stdio: 'ignore'});
-		for (const file of readdirSync(downloads).filter(name => name.endsWith('.deb'))) {
-			execFileSync('dpkg-deb', ['-x', path.join(downloads, file), path.join(cache, 'x2go')]);
+	started.clear();
+}
+
+process.on('exit', killAll);
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+	process.on(signal, () => {
+		log(`${signal}: stopping everything`);
+		killAll();
+		process.exit(130);
+	});
+}
+
+const watchdogMinutes = quick ? 8 : 20;
+setTimeout(() => {
+	log(`the whole bench ran past ${watchdogMinutes} minutes: stopping everything`);
+	killAll();
+	process.exit(3);
+}, watchdogMinutes * 60_000).unref();
+
+// --- Set-up from nothing ------------------------------------------------------------------------
+function installed(name) {
+	return /ok installed/.test(spawnSync('dpkg-query', ['-W', '-f=${Status}', name], {encoding: 'utf8'}).stdout ?? '');
+}
+
+function apt(...apt) {
+	const command = process.getuid() === 0 ? ['apt-get', ...apt] : ['sudo', 'apt-get', ...apt];
+	execFileSync(command[0], command.slice(1), {stdio: ['ignore', 'inherit', 'inherit'], env: {...process.env, DEBIAN_FRONTEND: 'noninteractive'}});
+}
+
+function setup(quickSetup) {
+	// What the peers and the build need. python3-x2gobroker's other dependencies (tornado, paramiko,
+	// netaddr, daemon, …) serve the web broker and daemonising: the auth service does not import them.
+	const packages = {
+		'libpam-wrapper': 'pam_wrapper and pam_matrix, the PAM stack of every peer',
+		'libpam0g-dev': 'the worker and the in-process loop are built against libpam',
+		'libpam-modules': 'pam_faildelay for the head-of-line stack',
+		gcc: 'builds', make: 'builds', 'util-linux': 'prlimit',
+		'sasl2-bin': 'saslauthd',
+		python3: 'x2gobroker-authservice', 'python3-pampy': 'x2gobroker-authservice', 'python3-setproctitle': 'x2gobroker-authservice',
+	};
+	const missing = quickSetup ? [] : Object.keys(packages).filter(name => !installed(name));
+	if (missing.length > 0) {
+		log(`installing ${missing.join(' ')}`);
+		apt('update', '-qq');
+		apt('install', '-y', '-qq', '--no-install-recommends', ...missing);
+	}
+
+	if (!quickSetup && !existsSync(path.join(root, 'node_modules/.bin/tsc'))) {
+		log('npm ci');
+		execFileSync('npm', ['ci', '--no-audit', '--no-fund'], {cwd: root, stdio: ['ignore', 2, 2]});
+	}
+
+	let buildError;
+	if (quickSetup) {
+		buildError = '--no-setup: dist/ measured as it was, not rebuilt';
+	} else {
+		log('npm run build');
+		try {
+			execFileSync('npm', ['run', '--silent', 'build'], {cwd: root, stdio: ['ignore', 2, 2]});
+		} catch (error) {
+			// Others may be half-way through an edit: measure the last good build, and say so.
+			if (!existsSync(path.join(root, 'dist/cli/daemon.js'))) {
+				throw error;
+			}
+
+			buildError = `npm run build failed (${error.message.split('\n')[0]}): the previous build in dist/ was measured`;
+			log(buildError);
 		}
 	}
 
-	if (!existsSync(path.join(root, 'dist/cli/daemon.js'))) {
-		execFileSync('npm', ['run', 'build'], {cwd: root, stdio: 'inherit'});
+	mkdirSync(cache, {recursive: true});
+	const tree_ = path.join(cache, 'x2go');
+	const site = path.join(tree_, 'usr/lib/python3/dist-packages');
+	const script = path.join(tree_, 'usr/sbin/x2gobroker-authservice');
+	if (!existsSync(path.join(site, 'x2gobroker/authservice.py')) || !existsSync(script)) {
+		log('unpacking x2gobroker-authservice and python3-x2gobroker from Debian\'s packages');
+		const downloads = path.join(cache, 'debs');
+		rmSync(downloads, {recursive: true, force: true});
+		mkdirSync(downloads, {recursive: true});
+		const download = () => execFileSync('apt-get', ['download', 'x2gobroker-authservice', 'python3-x2gobroker'], {cwd: downloads, stdio: ['ignore', 'ignore', 'inherit']});
+		try {
+			download();
+		} catch {
+			apt('update', '-qq');
+			download();
+		}
+
+		for (const file of readdirSync(downloads).filter(name => name.endsWith('.deb'))) {
+			execFileSync('dpkg-deb', ['-x', path.join(downloads, file), tree_]);
+		}
 	}
 
-	execFileSync('cc', ['-O2', '-Wall', '-o', path.join(cache, 'pam-loop'), path.join(root, 'bench/pam-loop.c'), '-lpam', '-lpthread']);
-	return {x2goSite};
+	const x2goVersion = readdirSync(path.join(cache, 'debs')).find(name => name.startsWith('x2gobroker-authservice_'))?.split('_')[1] ?? 'unknown';
+	const compile = (name, ...libraries) => {
+		const output = path.join(cache, name);
+		const source = path.join(root, `bench/${name}.c`);
+		if (!existsSync(output) || statSync(output).mtimeMs < statSync(source).mtimeMs) {
+			execFileSync('cc', ['-O2', '-Wall', '-o', output, source, ...libraries]);
+		}
+
+		return output;
+	};
+
+	const loop = compile('pam-loop', '-lpam', '-lpthread');
+	const trivialServer = compile('trivial-server');
+
+	const perf = spawnSync('perf', ['--version'], {encoding: 'utf8'}).status === 0;
+	return {site, script, loop, trivialServer, x2goVersion, perf, buildError};
 }
 
 // --- Processes ----------------------------------------------------------------------------------
-function tree(pid) {
-	const children = new Map();
-	for (const entry of readdirSync('/proc').filter(name => /^\d+$/.test(name))) {
+function processTable() {
+	const table = new Map();
+	for (const entry of readdirSync('/proc')) {
+		if (!/^\d+$/.test(entry)) {
+			continue;
+		}
+
 		try {
 			const stat = readFileSync(`/proc/${entry}/stat`, 'latin1');
-			const parent = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-			children.set(parent, [...children.get(parent) ?? [], Number(entry)]);
+			const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+			table.set(Number(entry), {
+				pid: Number(entry),
+				comm: stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')),
+				parent: Number(fields[1]),
+				// utime, stime, cutime, cstime (fields 14 to 17 of stat).
+				ticks: Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]),
+				userTicks: Number(fields[11]) + Number(fields[13]),
+				systemTicks: Number(fields[12]) + Number(fields[14]),
+			});
 		} catch {}
 	}
 
-	const all = [pid];
+	return table;
+}
+
+/** `pid` and every process below it. */
+function tree(pid, table = processTable()) {
+	const all = table.has(pid) ? [pid] : [];
 	for (let index = 0; index < all.length; index++) {
-		all.push(...children.get(all[index]) ?? []);
+		for (const entry of table.values()) {
+			if (entry.parent === all[index]) {
+				all.push(entry.pid);
+			}
+		}
 	}
 
 	return all;
 }
 
-/** Resident memory of a process and all below it, in MiB. */
-function rssMiB(pids) {
-	let kib = 0;
-	for (const pid of pids.flatMap(tree)) {
-		try {
-			kib += Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
-		} catch {}
-	}
-
-	return Math.round(kib / 102.4) / 10;
+function treeEntries(pids) {
+	const table = processTable();
+	return [...new Set(pids.flatMap(pid => tree(pid, table)))].map(pid => table.get(pid));
 }
 
-/** CPU seconds of a process tree, reaped children included. */
-function cpuSeconds(pids) {
-	const ticks = os.constants ? 100 : 100;
-	let total = 0;
-	for (const pid of [...new Set(pids.flatMap(tree))]) {
+/** Resident memory of the process trees, in MiB, and each process's share. */
+function memory(pids) {
+	const processes = [];
+	for (const entry of treeEntries(pids)) {
 		try {
-			const fields = readFileSync(`/proc/${pid}/stat`, 'latin1').slice(readFileSync(`/proc/${pid}/stat`, 'latin1').lastIndexOf(')') + 2).split(' ');
-			// utime, stime, cutime, cstime: fields 14 to 17 of stat, 12 to 15 after the command.
-			total += Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]);
+			const kib = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${entry.pid}/status`, 'utf8'))?.[1] ?? 0);
+			processes.push({pid: entry.pid, comm: entry.comm, rssMiB: Math.round(kib / 102.4) / 10});
 		} catch {}
 	}
 
-	return total / ticks;
+	return {totalMiB: Math.round(processes.reduce((sum, entry) => sum + entry.rssMiB, 0) * 10) / 10, processes};
+}
+
+/** CPU seconds of the process trees, reaped children included. */
+function cpuSeconds(pids) {
+	return treeEntries(pids).reduce((sum, entry) => sum + entry.ticks, 0) / ticksPerSecond;
+}
+
+/** CPU seconds the whole machine was busy, all cores. */
+function machineBusySeconds() {
+	const fields = readFileSync('/proc/stat', 'latin1').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+	// user nice system idle iowait irq softirq steal
+	return (fields[0] + fields[1] + fields[2] + fields[5] + fields[6] + fields[7]) / ticksPerSecond;
+}
+
+function alive(pid) {
+	try {
+		process.kill(pid, 0);
+		return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
+	} catch {
+		return false;
+	}
 }
 
 async function answers(socketPath) {
+	const net = await import('node:net');
 	return new Promise(resolve => {
 		const socket = net.connect(socketPath, () => {
 			socket.destroy();
@@ -112,67 +283,100 @@ async function answers(socketPath) {
 	});
 }
 
-async function waitForSocket(socketPath, timeoutMs = 15_000) {
-	const started = performance.now();
+async function waitForSocket(socketPath, pid, timeoutMs = 15_000) {
+	const begun = performance.now();
 	while (!(await answers(socketPath))) {
-		if (performance.now() - started > timeoutMs) {
+		if (performance.now() - begun > timeoutMs || (pid !== undefined && !alive(pid))) {
 			throw new Error(`nothing answers on ${socketPath}`);
 		}
 
-		await sleep(5);
+		await sleep(2);
 	}
 
-	return performance.now() - started;
+	return performance.now() - begun;
 }
 
-function alive(pids) {
-	return pids.every(pid => {
+/** A child process under a raised open-files limit (prlimit execs the command: same pid). */
+function spawnTracked(command, commandArgs, options) {
+	const child = spawn('prlimit', [`--nofile=${nofile}:${nofile}`, '--', command, ...commandArgs], options);
+	started.add(child.pid);
+	child.on('exit', () => started.delete(child.pid));
+	return child;
+}
+
+async function stopTree(pid, signal = 'SIGTERM', graceMs = 5000) {
+	const pids = tree(pid);
+	try {
+		process.kill(pid, signal);
+	} catch {}
+
+	const deadline = performance.now() + graceMs;
+	while (alive(pid) && performance.now() < deadline) {
+		await sleep(20);
+	}
+
+	for (const each of pids) {
 		try {
-			process.kill(pid, 0);
-			return true;
-		} catch {
-			return false;
-		}
-	});
+			process.kill(each, 'SIGKILL');
+		} catch {}
+	}
+
+	started.delete(pid);
 }
 
 // --- The peers ----------------------------------------------------------------------------------
-function peers(sandbox, {x2goSite}, directory) {
+function peerDefinitions(sandbox, prepared, directory) {
 	const env = {...process.env, ...sandbox.environment};
+	const me = os.userInfo().username;
+	const logFile = name => openSync(path.join(directory, `${name}.log`), 'a');
 	return {
 		'pam-authservice': {
 			protocol: 'line',
-			note: 'default limits, but the throttle and per-uid limits raised: the load generator is one uid sending thousands of failures a second',
-			async start() {
+			pipelining: true,
+			note: `this project (dist/ built from the working tree), its defaults except ${raisedLimits.join(' ')}: the load generator is one uid sending thousands of failures a second over up to 10 000 connections. Logs (JSON, one line a request) to a file.`,
+			async start({nodeFlags = [], extraArgs = []} = {}) {
 				const socket = path.join(directory, 'pam-authservice.socket');
-				const child = spawn(process.execPath, [path.join(root, 'dist/cli/daemon.js'), '--config', '/dev/null', '-s', socket, '--owner', String(process.getuid()), '--group', String(process.getgid()),
-					'--services', 'x2gobroker', 'faildelay', '--max-connections', '20000', '--max-connections-per-uid', '20000', '--max-waiting-per-key', '10000',
-					'--failure-budget-burst', '1000000000', '--failure-budget-per-second', '1000000000', '--free-failures', '1000000000'],
-				{env, stdio: ['ignore', 'ignore', 'ignore']});
-				return {socket, pids: [child.pid], startMs: await waitForSocket(socket), stop: () => child.kill('SIGTERM')};
+				const out = logFile('pam-authservice');
+				const child = spawnTracked(process.execPath, [...nodeFlags, path.join(root, 'dist/cli/daemon.js'), '--config', '/dev/null', '-s', socket,
+					'--owner', String(process.getuid()), '--group', String(process.getgid()), '--services', 'x2gobroker', 'faildelay', ...raisedLimits, ...extraArgs],
+				{env, stdio: ['ignore', out, out]});
+				closeSync(out);
+				return {socket, pid: child.pid, logFile: path.join(directory, 'pam-authservice.log'), startMs: await waitForSocket(socket, child.pid), stop: async () => stopTree(child.pid)};
 			},
 		},
 		'x2gobroker-authservice': {
 			protocol: 'line',
-			note: 'Debian\'s x2gobroker 0.0.4.3 AuthService (asyncore, Python 3.11), python-pam pointed at pam_wrapper',
+			pipelining: true,
+			note: `Debian's x2gobroker-authservice ${prepared.x2goVersion} (asyncore, single thread; the same request line protocol), its own start script run unchanged from the unpacked package with /usr/bin/python3 and its shipped logging configuration (warnings to a file); python-pam's library lookup pointed at pam_wrapper (bench/x2go-runner.py).`,
 			async start() {
-				const socket = path.join(directory, 'x2go.socket');
-				const child = spawn('/usr/bin/python3', [path.join(root, 'bench/x2go-runner.py'), x2goSite, socket], {env, stdio: ['ignore', 'ignore', 'ignore']});
-				return {socket, pids: [child.pid], startMs: await waitForSocket(socket), stop: () => child.kill('SIGKILL')};
+				const socket = path.join(directory, 'x2go', 'x2gobroker-authservice.socket');
+				const loggerConfig = path.join(directory, 'x2gobroker-authservice-logger.conf');
+				writeFileSync(loggerConfig, readFileSync(path.join(cache, 'x2go/etc/x2go/broker/x2gobroker-authservice-logger.conf'), 'utf8')
+					.replace('/var/log/x2gobroker/authservice.log', path.join(directory, 'x2gobroker-authservice.file.log')));
+				const out = logFile('x2gobroker-authservice');
+				const child = spawnTracked('/usr/bin/python3', [path.join(root, 'bench/x2go-runner.py'), prepared.site, prepared.script, '-s', socket, '-o', me, '-g', me],
+					{env: {...env, X2GOBROKER_AUTHSERVICE_LOGCONFIG: loggerConfig}, stdio: ['ignore', out, out]});
+				closeSync(out);
+				return {socket, pid: child.pid, logFile: path.join(directory, 'x2gobroker-authservice.log'), startMs: await waitForSocket(socket, child.pid), stop: async () => stopTree(child.pid)};
 			},
 		},
 		saslauthd: {
 			protocol: 'sasl',
-			note: 'Cyrus saslauthd -a pam -n 5',
+			pipelining: false,
+			note: 'Cyrus saslauthd -a pam -n 5 (five pre-forked processes; its own protocol: length-prefixed user, password, service, realm; one request per connection, then it closes).',
 			async start() {
 				const mux = path.join(directory, 'saslauthd');
+				rmSync(mux, {recursive: true, force: true});
 				mkdirSync(mux, {recursive: true});
-				const started = performance.now();
-				execFileSync('/usr/sbin/saslauthd', ['-a', 'pam', '-n', '5', '-m', mux], {env});
+				const begun = performance.now();
+				// It goes to the background by itself; the parent exits once the children are forked.
+				const parent = spawnTracked('/usr/sbin/saslauthd', ['-a', 'pam', '-n', '5', '-m', mux], {env, stdio: 'ignore'});
+				await new Promise(resolve => parent.on('exit', resolve));
 				const socket = path.join(mux, 'mux');
 				await waitForSocket(socket);
 				const pid = Number(readFileSync(path.join(mux, 'saslauthd.pid'), 'utf8'));
-				return {socket, pids: [pid], startMs: performance.now() - started, stop: () => process.kill(pid, 'SIGTERM')};
+				started.add(pid);
+				return {socket, pid, startMs: performance.now() - begun, stop: async () => stopTree(pid)};
 			},
 		},
 	};
@@ -181,208 +385,309 @@ function peers(sandbox, {x2goSite}, directory) {
 // --- Load ---------------------------------------------------------------------------------------
 async function load(spec) {
 	const child = spawn(process.execPath, [path.join(root, 'bench/load.mjs'), JSON.stringify({users, timeoutMs: 10_000, ...spec})], {stdio: ['ignore', 'pipe', 'inherit']});
+	started.add(child.pid);
 	let output = '';
 	child.stdout.on('data', chunk => {
 		output += chunk;
 	});
 	await new Promise(resolve => child.on('exit', resolve));
+	started.delete(child.pid);
 	return JSON.parse(output);
 }
 
-async function trivialServer(socketPath) {
-	// Answers `ok` to every line at once: what the load generator can do when the peer costs nothing.
-	const script = `const net=require('net');net.createServer({},s=>{let n=0;s.on('data',d=>{let k=0;for(const b of d)if(b===10)k++;if(k)s.write(Buffer.alloc(3*k,'ok\\n'));});s.on('error',()=>{})}).listen(process.argv[1],()=>console.log('up'))`;
-	const child = spawn(process.execPath, ['-e', script, socketPath], {stdio: ['ignore', 'pipe', 'ignore']});
-	await new Promise(resolve => child.stdout.once('data', resolve));
-	return child;
+/** A load run with the peer's CPU time (daemon and workers) and the machine's, over the run. */
+async function measuredLoad(running, spec) {
+	const cpuBefore = cpuSeconds([running.pid]);
+	const machineBefore = machineBusySeconds();
+	const outcome = await load({socket: running.socket, ...spec});
+	const peerCpu = cpuSeconds([running.pid]) - cpuBefore;
+	const machine = machineBusySeconds() - machineBefore;
+	return {
+		...outcome,
+		cpuMsPerRequest: outcome.done > 0 ? Math.round(peerCpu / outcome.done * 1e6) / 1e3 : null,
+		peerCpuCores: Math.round(peerCpu / outcome.seconds * 100) / 100,
+		// Busy CPU of everything else on the machine (other test runs would show here): noise.
+		otherCpuCores: Math.round(Math.max(0, machine - peerCpu - (outcome.loadCpuCores * outcome.seconds)) / outcome.seconds * 100) / 100,
+	};
+}
+
+async function sanity(peer, running) {
+	const base = {socket: running.socket, protocol: peer.protocol, mode: 'oneshot', clients: 1, count: 1, timeoutMs: 5000};
+	const good = await load({...base, wrongShare: 0});
+	const wrong = await load({...base, wrongShare: 1});
+	const passed = good.done === 1 && good.mismatches === 0 && wrong.done === 1 && wrong.mismatches === 0;
+	return {passed, detail: `passdb user u0 with its password: ${good.done === 1 ? (good.mismatches === 0 ? 'ok' : 'fail') : 'no answer'}; with a wrong one: ${wrong.done === 1 ? (wrong.mismatches === 0 ? 'fail' : 'ok') : 'no answer'}`};
 }
 
 // --- Scenarios ----------------------------------------------------------------------------------
-async function measurePeer(name, peer) {
-	log(`${name}: starting`);
-	const running = await peer.start();
-	const result = {name, note: peer.note, startMs: Math.round(running.startMs), throughput: {}, pipelined: {}};
-	await sleep(300);
-	result.rssIdleMiB = rssMiB(running.pids);
-	const base = {socket: running.socket, protocol: peer.protocol, seconds};
-
-	if (wanted('throughput')) {
-		for (const clients of [1, 8, 64]) {
-			const cpuBefore = cpuSeconds(running.pids);
-			const outcome = await load({...base, mode: 'oneshot', clients});
-			outcome.cpuMsPerRequest = outcome.done > 0 ? Math.round((cpuSeconds(running.pids) - cpuBefore) / outcome.done * 1e6) / 1e3 : null;
-			result.throughput[clients] = outcome;
-			log(`${name}: one per connection, ${clients} clients: ${outcome.rate}/s p50 ${outcome.p50Ms} ms (mismatches ${outcome.mismatches}, errors ${outcome.errors})`);
-		}
-	}
-
-	if (wanted('wrong')) {
-		result.wrong = await load({...base, mode: 'oneshot', clients: 8, wrongShare: 0.5});
-		log(`${name}: 50 % wrong, 8 clients: ${result.wrong.rate}/s (mismatches ${result.wrong.mismatches})`);
-	}
-
-	if (wanted('pipelined') && name === 'pam-authservice') {
-		for (const clients of [1, 8, 64]) {
-			result.pipelined[clients] = await load({...base, mode: 'pipelined', clients, depth: 16});
-			log(`${name}: pipelined, ${clients} clients: ${result.pipelined[clients].rate}/s`);
-		}
-	}
-
-	result.rssAfterLoadMiB = rssMiB(running.pids);
-
-	if (wanted('head-of-line')) {
-		// 20 clients keep a stack with a 1 s failure delay busy with wrong passwords; one client logs in.
-		const attack = load({...base, mode: 'oneshot', clients: 20, wrongShare: 1, service: 'faildelay', seconds: 6, timeoutMs: 12_000});
-		await sleep(500);
-		result.headOfLine = await load({...base, mode: 'oneshot', clients: 1, seconds: 4, timeoutMs: 12_000});
-		await attack;
-		log(`${name}: head-of-line good login p50 ${result.headOfLine.p50Ms} ms p99 ${result.headOfLine.p99Ms} ms (answered ${result.headOfLine.done}, errors ${result.headOfLine.errors})`);
-	}
-
-	if (wanted('idle-flood')) {
-		result.idleFlood = {};
-		for (const count of [1100, 10_000]) {
-			if (!alive(running.pids)) {
-				result.idleFlood[count] = {alive: false};
-				continue;
+async function throughput(name, peer, running, result) {
+	result.runs = [];
+	for (const mode of peer.pipelining ? ['oneshot', 'pipelined'] : ['oneshot']) {
+		for (const wrongShare of [0, 0.5]) {
+			for (const clients of clientCounts) {
+				// eslint-disable-next-line no-await-in-loop
+				const outcome = await measuredLoad(running, {protocol: peer.protocol, mode, clients, depth, seconds, wrongShare});
+				result.runs.push({mode, clients, wrongShare, ...outcome});
+				log(`${name}: ${mode}, ${clients} clients, ${wrongShare * 100} % wrong: ${outcome.rate}/s p50 ${outcome.p50Ms} p99 ${outcome.p99Ms} ms, CPU ${outcome.cpuMsPerRequest} ms/request (mismatches ${outcome.mismatches}, errors ${outcome.errors}, connect retries ${outcome.connectRetries}, other CPU ${outcome.otherCpuCores})`);
 			}
+		}
+	}
+}
 
-			// The holder raises its own open-files limit to the hard one: it needs one per connection.
-			const holder = spawn('sh', ['-c', 'ulimit -n "$(ulimit -Hn)"; exec "$0" "$@"', process.execPath, path.join(root, 'bench/idle.mjs'), running.socket, String(count)], {stdio: ['pipe', 'pipe', 'inherit']});
-			const opened = JSON.parse(await new Promise(resolve => {
-				holder.stdout.once('data', resolve);
-				holder.once('exit', () => resolve('{"open":0,"failed":0,"holderDied":true}'));
-			}));
-			const login = await load({...base, mode: 'oneshot', clients: 1, count: 1, timeoutMs: 8000});
-			result.idleFlood[count] = {...opened, loginMs: login.done > 0 ? login.p50Ms : null, answered: login.done > 0 && login.mismatches === 0, alive: alive(running.pids)};
-			holder.stdin.end();
-			await new Promise(resolve => holder.on('exit', resolve));
-			log(`${name}: ${count} idle connections (${opened.open} open): good login ${result.idleFlood[count].loginMs ?? 'no answer'} ms, alive ${result.idleFlood[count].alive}`);
-			await sleep(300);
+async function headOfLine(name, peer, running) {
+	// 20 clients keep a stack with a 1 s failure delay busy with wrong passwords; one client logs in
+	// with right passwords, one request per connection, on the ordinary service.
+	const base = {socket: running.socket, protocol: peer.protocol, mode: 'oneshot'};
+	const attack = load({...base, clients: 20, wrongShare: 1, service: 'faildelay', seconds: holSeconds + 1.5, timeoutMs: 10_000});
+	await sleep(500);
+	const good = await load({...base, clients: 1, wrongShare: 0, seconds: holSeconds, timeoutMs: 8000});
+	const attacked = await attack;
+	log(`${name}: head-of-line: good login p50 ${good.p50Ms} ms p99 ${good.p99Ms} ms (answered ${good.done}, errors ${good.errors}); attack answered ${attacked.done} (mismatches ${attacked.mismatches})`);
+	return {good, attack: attacked};
+}
+
+async function idleFlood(name, peer, running, count) {
+	const holder = spawnTracked(process.execPath, [path.join(root, 'bench/idle.mjs'), running.socket, String(count), '8'], {stdio: ['pipe', 'pipe', 'inherit']});
+	const lines = createInterface({input: holder.stdout})[Symbol.asyncIterator]();
+	const next = async () => Promise.race([lines.next().then(line => JSON.parse(line.value)), sleep(15_000).then(() => ({timedOut: true}))]);
+	const opened = await next();
+	const logins = [];
+	for (let index = 0; index < 5; index++) {
+		// eslint-disable-next-line no-await-in-loop
+		const login = await load({socket: running.socket, protocol: peer.protocol, mode: 'oneshot', clients: 1, count: 1, wrongShare: 0, timeoutMs: 3000});
+		logins.push(login.done === 1 && login.mismatches === 0 ? login.p50Ms : null);
+		if (login.done === 0) {
+			break;
 		}
 	}
 
-	try {
-		running.stop();
-	} catch {}
-
+	holder.stdin.write('status\n');
+	const status = await next();
+	const aliveWithConnections = alive(running.pid);
+	holder.stdin.end();
+	await Promise.race([new Promise(resolve => holder.on('exit', resolve)), sleep(5000)]);
 	await sleep(300);
+	const after = alive(running.pid) ? await load({socket: running.socket, protocol: peer.protocol, mode: 'oneshot', clients: 1, count: 1, wrongShare: 0, timeoutMs: 3000}) : undefined;
+	// What a peer that died said last (its standard error), for the report.
+	const lastWords = !aliveWithConnections && running.logFile && existsSync(running.logFile)
+		? readFileSync(running.logFile, 'utf8').trim().split('\n').filter(line => line.trim()).at(-1)?.trim().slice(0, 200)
+		: undefined;
+	const result = {
+		count,
+		lastWords,
+		opened,
+		stillOpenAtEnd: status.stillOpen,
+		loginsMs: logins,
+		firstLoginMs: logins[0] ?? null,
+		worstLoginMs: logins.includes(null) ? null : Math.max(...logins),
+		alive: aliveWithConnections,
+		servesAfterwards: after?.done === 1 && after.mismatches === 0,
+	};
+	log(`${name}: ${count} idle connections (${opened.open} open, ${opened.failed} failed): good logins ${logins.map(ms => ms ?? 'no answer').join(', ')} ms; alive ${result.alive}; serves afterwards ${result.servesAfterwards}`);
 	return result;
 }
 
-// --- Report -------------------------------------------------------------------------------------
-function machine() {
-	const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
-	return {date: new Date().toISOString(), cores: os.cpus().length, cpu, node: process.version, kernel: os.release()};
-}
-
-function table(report) {
-	const peersMeasured = report.peers;
-	const get = (name, pick) => {
-		const peer = peersMeasured.find(entry => entry.name === name);
-		try {
-			const value = peer && pick(peer);
-			return value === undefined || value === null ? '–' : String(value);
-		} catch {
-			return '–';
-		}
+async function measurePeer(name, peer) {
+	const result = {name, note: peer.note, protocol: peer.protocol, startMs: []};
+	const start = async options => {
+		const running = await peer.start(options);
+		result.startMs.push(Math.round(running.startMs * 10) / 10);
+		return running;
 	};
 
-	const names = peersMeasured.map(peer => peer.name);
-	const rows = [
-		['one request per connection, 1 client', peer => `${peer.throughput[1].rate} /s (p50 ${peer.throughput[1].p50Ms} ms)`],
-		['same, 8 clients', peer => `${peer.throughput[8].rate} /s`],
-		['same, 64 clients', peer => `${peer.throughput[64].rate} /s`],
-		['50 % wrong passwords, 8 clients', peer => `${peer.wrong.rate} /s`],
-		['pipelined, 1 / 8 / 64 clients', peer => peer.pipelined[1] ? `${peer.pipelined[1].rate} / ${peer.pipelined[8].rate} / ${peer.pipelined[64].rate} /s` : 'n/a'],
-		['good login while 20 clients send wrong passwords (1 s fail delay)', peer => peer.headOfLine.done > 0 ? `p50 ${peer.headOfLine.p50Ms} ms, p99 ${peer.headOfLine.p99Ms} ms` : 'none answered'],
-		['1 100 idle connections, then a good login', peer => peer.idleFlood[1100].answered ? `${peer.idleFlood[1100].loginMs} ms${peer.idleFlood[1100].alive ? '' : ', then died'}` : `no answer${peer.idleFlood[1100].alive ? '' : ', daemon dead'}`],
-		['10 000 idle connections, then a good login', peer => peer.idleFlood[10_000].answered ? `${peer.idleFlood[10_000].loginMs} ms${peer.idleFlood[10_000].alive ? '' : ', then died'}` : `no answer${peer.idleFlood[10_000].alive ? '' : ', daemon dead'}`],
-		['CPU per request (8 clients, one per connection)', peer => `${peer.throughput[8].cpuMsPerRequest} ms`],
-		['resident memory idle / after load', peer => `${peer.rssIdleMiB} / ${peer.rssAfterLoadMiB} MiB`],
-		['time from start to serving', peer => `${peer.startMs} ms`],
-	];
-	const lines = [
-		`| | ${names.join(' | ')} |`,
-		`|---|${names.map(() => '---').join('|')}|`,
-		...rows.map(([label, pick]) => `| ${label} | ${names.map(name => get(name, pick)).join(' | ')} |`),
-	];
-	return lines.join('\n');
-}
-
-function targets(report) {
-	const ours = report.peers.find(peer => peer.name === 'pam-authservice');
-	const sasl = report.peers.find(peer => peer.name === 'saslauthd');
-	const loop1 = report.loop?.[1]?.rate;
-	const check = (label, pass, measured) => ({label, pass, measured});
-	const list = [];
-	const safe = fn => {
-		try {
-			return fn();
-		} catch {
-			return undefined;
+	log(`${name}: starting`);
+	let running = await start();
+	try {
+		result.sanity = await sanity(peer, running);
+		log(`${name}: sanity: ${result.sanity.detail}`);
+		if (!result.sanity.passed) {
+			result.error = `does not check against the sandbox as expected (${result.sanity.detail})`;
+			return result;
 		}
-	};
 
-	if (ours) {
-		list.push(safe(() => check('pipelined, 64 clients ≥ 0.9× the single-thread in-process loop', ours.pipelined[64].rate >= 0.9 * loop1, `${ours.pipelined[64].rate} vs ${Math.round(0.9 * loop1)} (loop ${loop1})`)));
-		list.push(safe(() => check('one per connection, 8 clients ≥ 1.1× saslauthd', ours.throughput[8].rate >= 1.1 * sasl.throughput[8].rate, `${ours.throughput[8].rate} vs ${Math.round(1.1 * sasl.throughput[8].rate)}`)));
-		list.push(safe(() => check('one per connection, 64 clients ≥ 1.1× saslauthd', ours.throughput[64].rate >= 1.1 * sasl.throughput[64].rate, `${ours.throughput[64].rate} vs ${Math.round(1.1 * sasl.throughput[64].rate)}`)));
-		list.push(safe(() => check('one per connection, 1 client: median latency ≤ saslauthd\'s', ours.throughput[1].p50Ms <= sasl.throughput[1].p50Ms, `${ours.throughput[1].p50Ms} ms vs ${sasl.throughput[1].p50Ms} ms`)));
-		list.push(safe(() => check('head-of-line: good login p99 ≤ 10 ms', ours.headOfLine.p99Ms <= 10, `${ours.headOfLine.p99Ms} ms`)));
+		await sleep(1000);
+		result.memoryIdle = memory([running.pid]);
+		if (scenarioWanted('throughput')) {
+			await throughput(name, peer, running, result);
+			await sleep(300);
+			result.memoryAfterLoad = memory([running.pid]);
+			log(`${name}: memory idle ${result.memoryIdle.totalMiB} MiB, after load ${result.memoryAfterLoad.totalMiB} MiB (${result.memoryAfterLoad.processes.length} processes)`);
+		}
+	} finally {
+		await running.stop();
+	}
+
+	if (scenarioWanted('head-of-line')) {
+		running = await start();
+		try {
+			result.headOfLine = await headOfLine(name, peer, running);
+		} finally {
+			await running.stop();
+		}
+	}
+
+	if (scenarioWanted('idle-flood')) {
+		result.idleFlood = {};
 		for (const count of [1100, 10_000]) {
-			list.push(safe(() => check(`idle flood ${count}: good login ≤ 20 ms, daemon alive`, ours.idleFlood[count].answered && ours.idleFlood[count].loginMs <= 20 && ours.idleFlood[count].alive, `${ours.idleFlood[count].loginMs} ms, alive ${ours.idleFlood[count].alive}`)));
+			// eslint-disable-next-line no-await-in-loop
+			running = await start();
+			try {
+				// eslint-disable-next-line no-await-in-loop
+				result.idleFlood[count] = await idleFlood(name, peer, running, count);
+			} finally {
+				// eslint-disable-next-line no-await-in-loop
+				await running.stop();
+			}
 		}
-
-		list.push(safe(() => check('CPU per request ≤ saslauthd\'s', ours.throughput[8].cpuMsPerRequest <= sasl.throughput[8].cpuMsPerRequest, `${ours.throughput[8].cpuMsPerRequest} vs ${sasl.throughput[8].cpuMsPerRequest} ms`)));
-		list.push(safe(() => check('memory ≤ 45 MiB idle', ours.rssIdleMiB <= 45, `${ours.rssIdleMiB} MiB`)));
-		list.push(safe(() => check('memory ≤ 80 MiB after load', ours.rssAfterLoadMiB <= 80, `${ours.rssAfterLoadMiB} MiB`)));
 	}
 
-	return list.filter(Boolean);
+	return result;
 }
 
-function chart(report) {
-	const width = 720;
-	const height = 360;
-	const left = 70;
-	const bottom = 300;
-	const clients = [1, 8, 64];
-	const series = report.peers.filter(peer => peer.throughput?.[1]).map(peer => ({name: `${peer.name} (one per connection)`, values: clients.map(count => peer.throughput[count].rate)}));
-	const ours = report.peers.find(peer => peer.name === 'pam-authservice');
-	if (ours?.pipelined?.[1]) {
-		series.push({name: 'pam-authservice (pipelined)', values: clients.map(count => ours.pipelined[count].rate)});
+/** pam-authservice under `node --cpu-prof` (and `perf record` of the whole machine, if there is perf) during one load. */
+async function profileRun(peer, prepared, directory, spec) {
+	const profileDirectory = path.join(directory, `cpu-profile-${spec.mode}`);
+	const running = await peer.start({nodeFlags: ['--cpu-prof', `--cpu-prof-dir=${profileDirectory}`]});
+	const result = {load: spec};
+	let perfData;
+	try {
+		const before = perThread(running.pid);
+		let perf;
+		if (prepared.perf) {
+			perfData = path.join(directory, `perf-${spec.mode}.data`);
+			perf = spawn('perf', ['record', '-e', 'cpu-clock', '-F', '499', '-a', '-o', perfData, '--', 'sleep', String(seconds)], {stdio: 'ignore'});
+			started.add(perf.pid);
+		}
+
+		// V8's profile clock is CLOCK_MONOTONIC in µs, as is hrtime: the summary keeps to the load.
+		const windowStart = Number(process.hrtime.bigint() / 1000n);
+		result.outcome = await measuredLoad(running, {protocol: 'line', seconds, wrongShare: 0, ...spec});
+		result.window = {startUs: windowStart, endUs: Number(process.hrtime.bigint() / 1000n)};
+		result.cpuSplit = cpuSplit(before, perThread(running.pid), result.outcome.seconds, Math.max(1, result.outcome.done));
+		if (perf) {
+			await Promise.race([new Promise(resolve => perf.on('exit', resolve)), sleep(10_000)]);
+			started.delete(perf.pid);
+		}
+	} finally {
+		await running.stop();
 	}
 
-	if (report.loop?.[1]) {
-		series.push({name: 'in-process libpam loop, 1 thread', values: clients.map(() => report.loop[1].rate)});
+	const file = existsSync(profileDirectory) ? readdirSync(profileDirectory).find(name => name.endsWith('.cpuprofile')) : undefined;
+	result.cpuProfile = file ? summariseCpuProfile(JSON.parse(readFileSync(path.join(profileDirectory, file), 'utf8')), root, result.window) : {error: 'no .cpuprofile written'};
+	if (perfData && existsSync(perfData)) {
+		result.perf = summarisePerf(perfData);
 	}
 
-	const max = Math.max(1, ...series.flatMap(entry => entry.values)) * 1.1;
-	const x = index => left + 40 + index * ((width - left - 200) / (clients.length - 1));
-	const y = value => bottom - value / max * (bottom - 40);
-	const colours = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#7f7f7f'];
-	const parts = [
-		`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="12">`,
-		`<rect width="${width}" height="${height}" fill="white"/>`,
-		`<text x="${left}" y="20" font-size="14">Checks per second against concurrent clients (pam_wrapper + pam_matrix, ${users} users)</text>`,
-		`<line x1="${left}" y1="${bottom}" x2="${width - 160}" y2="${bottom}" stroke="black"/><line x1="${left}" y1="40" x2="${left}" y2="${bottom}" stroke="black"/>`,
-		...clients.map((count, index) => `<text x="${x(index)}" y="${bottom + 18}" text-anchor="middle">${count} client${count > 1 ? 's' : ''}</text>`),
-		...[0, 0.25, 0.5, 0.75, 1].map(share => `<text x="${left - 6}" y="${y(max * share) + 4}" text-anchor="end">${Math.round(max * share)}</text><line x1="${left}" y1="${y(max * share)}" x2="${width - 160}" y2="${y(max * share)}" stroke="#eee"/>`),
-		...series.map((entry, index) => {
-			const colour = colours[index % colours.length];
-			const points = entry.values.map((value, point) => `${x(point)},${y(value)}`).join(' ');
-			return `<polyline fill="none" stroke="${colour}" stroke-width="2" points="${points}"/>${entry.values.map((value, point) => `<circle cx="${x(point)}" cy="${y(value)}" r="3" fill="${colour}"/>`).join('')}<text x="${width - 150}" y="${60 + index * 18}" fill="${colour}">${entry.name}</text>`;
-		}),
-		`<text x="${left}" y="${height - 20}" fill="#555">Head-of-line (good login while 20 clients hit a 1 s fail delay), p99: ${report.peers.map(peer => `${peer.name} ${peer.headOfLine?.done ? `${peer.headOfLine.p99Ms} ms` : 'no answer'}`).join('; ')}</text>`,
-		`<text x="${left}" y="${height - 5}" fill="#555">${report.machine.date.slice(0, 10)}, ${report.machine.cores} cores, ${report.machine.cpu}, Node ${report.machine.node}</text>`,
-		'</svg>',
-	];
-	return `${parts.join('\n')}\n`;
+	log(`profile, ${spec.mode} ${spec.clients} clients: ${result.outcome.rate}/s; main thread ${result.cpuSplit.mainThreadCores} cores, other daemon threads ${result.cpuSplit.otherThreadsCores}, workers ${result.cpuSplit.workersCores}`);
+	return result;
+}
+
+async function profile(peer, prepared, directory) {
+	const result = {
+		runs: [
+			await profileRun(peer, prepared, directory, {mode: 'pipelined', clients: 64, depth}),
+			await profileRun(peer, prepared, directory, {mode: 'oneshot', clients: 8}),
+		],
+	};
+
+	// What-ifs, each on a fresh daemon: how much the worker count, the request log and the worker
+	// replacement every 1000 checks cost.
+	result.variants = [];
+	const lean = ['--max-workers', '2', '--log-level', 'warn'];
+	for (const [nodeFlags, extraArgs] of [[[], ['--max-workers', '2']], [[], lean], [[], [...lean, '--max-checks-per-worker', '100000000']], [['--max-semi-space-size=1'], lean]]) {
+		// eslint-disable-next-line no-await-in-loop
+		const variant = await peer.start({nodeFlags, extraArgs});
+		try {
+			// eslint-disable-next-line no-await-in-loop
+			await sleep(500);
+			const idleMiB = memory([variant.pid]).totalMiB;
+			// eslint-disable-next-line no-await-in-loop
+			const pipelined = await measuredLoad(variant, {protocol: 'line', mode: 'pipelined', clients: 64, depth, seconds, wrongShare: 0});
+			// eslint-disable-next-line no-await-in-loop
+			const oneshot = await measuredLoad(variant, {protocol: 'line', mode: 'oneshot', clients: 8, seconds, wrongShare: 0});
+			result.variants.push({nodeFlags, extraArgs, pipelined, oneshot, idleMiB, memoryMiB: memory([variant.pid]).totalMiB});
+			log(`what-if ${[...nodeFlags, ...extraArgs].join(' ')}: idle ${idleMiB} MiB, pipelined 64 ${pipelined.rate}/s (${pipelined.cpuMsPerRequest} ms CPU), one per connection 8 ${oneshot.rate}/s (${oneshot.cpuMsPerRequest} ms CPU), ${result.variants.at(-1).memoryMiB} MiB (mismatches ${pipelined.mismatches + oneshot.mismatches})`);
+		} finally {
+			// eslint-disable-next-line no-await-in-loop
+			await variant.stop();
+		}
+	}
+
+	return result;
+}
+
+/** CPU ticks of the daemon's threads and of its workers (live ones, and reaped ones through cutime). */
+function perThread(pid) {
+	const threads = {};
+	for (const tid of readdirSync(`/proc/${pid}/task`)) {
+		try {
+			const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'latin1');
+			const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+			const name = Number(tid) === pid ? 'main thread' : stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+			threads[name] = (threads[name] ?? 0) + Number(fields[11]) + Number(fields[12]);
+		} catch {}
+	}
+
+	const switches = readFileSync(`/proc/${pid}/task/${pid}/status`, 'latin1');
+	const voluntary = Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(switches)?.[1]);
+	const involuntary = Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(switches)?.[1]);
+	const table = processTable();
+	const own = readFileSync(`/proc/${pid}/stat`, 'latin1');
+	const fields = own.slice(own.lastIndexOf(')') + 2).split(' ');
+	const live = tree(pid, table).filter(each => each !== pid).reduce((sum, each) => sum + table.get(each).ticks, 0);
+	// The daemon's cutime and cstime are its reaped workers'.
+	return {threads, workers: live + Number(fields[13]) + Number(fields[14]), voluntary, involuntary};
+}
+
+function cpuSplit(before, after, elapsed, requests) {
+	const cores = ticks => Math.round(ticks / ticksPerSecond / elapsed * 100) / 100;
+	const threads = {};
+	for (const [name, ticks] of Object.entries(after.threads)) {
+		threads[name] = cores(ticks - (before.threads[name] ?? 0));
+	}
+
+	return {
+		mainThreadCores: threads['main thread'],
+		otherThreadsCores: Math.round(Object.entries(threads).filter(([name]) => name !== 'main thread').reduce((sum, [, value]) => sum + value, 0) * 100) / 100,
+		threads,
+		workersCores: cores(after.workers - before.workers),
+		// Context switches of the main thread per request: it blocks in epoll (voluntary), or is
+		// preempted (involuntary), e.g. by a worker its pipe write has woken.
+		mainVoluntarySwitchesPerRequest: Math.round((after.voluntary - before.voluntary) / requests * 100) / 100,
+		mainInvoluntarySwitchesPerRequest: Math.round((after.involuntary - before.involuntary) / requests * 100) / 100,
+	};
 }
 
 // --- Main ---------------------------------------------------------------------------------------
-const prepared = setup();
+function machine() {
+	return {
+		date: new Date().toISOString(),
+		nproc: Number(spawnSync('nproc', {encoding: 'utf8'}).stdout.trim()) || os.availableParallelism(),
+		cpu: /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? os.cpus()[0]?.model ?? 'unknown CPU',
+		node: process.version,
+		kernel: os.release(),
+		loadAverageAtStart: os.loadavg().map(value => Math.round(value * 100) / 100),
+	};
+}
+
+if (flag('--render')) {
+	// Only the report again, from the JSON of a run (after a change to report.mjs): no measurement.
+	const file = path.resolve(args.find(argument => argument.endsWith('.json')) ?? path.join(root, 'bench/results/latest.json'));
+	const saved = JSON.parse(readFileSync(file, 'utf8'));
+	saved.targets = targets(saved);
+	const directoryOfFile = path.dirname(file);
+	const names = saved.partial ? ['partial'] : [saved.machine.date.slice(0, 10), 'latest'];
+	for (const name of names) {
+		writeFileSync(path.join(directoryOfFile, `${name}.json`), `${JSON.stringify(saved, null, '\t')}\n`);
+		writeFileSync(path.join(directoryOfFile, `${name}.md`), markdown(saved));
+	}
+
+	writeFileSync(path.join(directoryOfFile, saved.partial ? 'partial.svg' : 'chart.svg'), chart(saved));
+	log(`rendered ${names.join(', ')} in ${path.relative(root, directoryOfFile)}`);
+	process.exit(0);
+}
+
+const prepared = setup(flag('--no-setup'));
 const {createPamSandbox, matrixStack} = await import(path.join(root, 'dist/sandbox.js'));
 const directory = path.join(os.tmpdir(), `pam-authservice-bench-${process.pid}`);
 mkdirSync(directory, {recursive: true});
@@ -395,65 +700,80 @@ const sandbox = createPamSandbox({
 	},
 });
 
-const report = {machine: machine(), users, seconds, peers: []};
+const report = {machine: machine(), partial, openFilesLimit: nofile, quick, only: only ? [...only] : undefined, users, seconds, depth, headOfLineSeconds: holSeconds, raisedLimits, buildError: prepared.buildError, peers: []};
 try {
-	log('load generator self-test against a server that answers at once');
-	const trivialSocket = path.join(directory, 'trivial.socket');
-	const trivial = await trivialServer(trivialSocket);
-	report.loadGenerator = {
-		pipelined64: await load({socket: trivialSocket, protocol: 'line', mode: 'pipelined', clients: 64, depth: 16, seconds}),
-		oneshot8: await load({socket: trivialSocket, protocol: 'line', mode: 'oneshot', clients: 8, seconds}),
-	};
-	trivial.kill();
-	log(`load generator alone: pipelined ${report.loadGenerator.pipelined64.rate}/s, one per connection ${report.loadGenerator.oneshot8.rate}/s`);
-
-	report.loop = {};
-	for (const threads of [1, 2]) {
-		report.loop[threads] = JSON.parse(execFileSync(path.join(cache, 'pam-loop'), ['x2gobroker', 'u5', 'pw-5-secret', String(seconds), String(threads)], {env: {...process.env, ...sandbox.environment}, encoding: 'utf8'}));
-		log(`in-process libpam loop, ${threads} thread(s): ${report.loop[threads].rate}/s`);
-	}
-
-	for (const [name, peer] of Object.entries(peers(sandbox, prepared, directory))) {
-		if (only && ['pam-authservice', 'x2gobroker-authservice', 'saslauthd'].some(candidate => only.has(candidate)) && !only.has(name)) {
-			continue;
+	if (scenarioWanted('selftest')) {
+		log('load generator self-test against a server that answers at once');
+		const trivialSocket = path.join(directory, 'trivial.socket');
+		const trivial = spawnTracked(prepared.trivialServer, [trivialSocket], {stdio: ['ignore', 'pipe', 'inherit']});
+		await new Promise((resolve, reject) => {
+			trivial.stdout.once('data', resolve);
+			trivial.once('exit', () => reject(new Error('the trivial server did not start')));
+		});
+		const base = {socket: trivialSocket, protocol: 'line', seconds, wrongShare: 0, users};
+		report.loadGenerator = {};
+		for (const [key, spec] of Object.entries({pipelined64: {mode: 'pipelined', clients: 64, depth}, oneshot8: {mode: 'oneshot', clients: 8}, oneshot64: {mode: 'oneshot', clients: 64}})) {
+			// The trivial server says `ok` to everything: only good passwords, so that it is right.
+			// eslint-disable-next-line no-await-in-loop
+			report.loadGenerator[key] = await load({...base, ...spec});
+			log(`load generator alone, ${key}: ${report.loadGenerator[key].rate}/s (load generator ${report.loadGenerator[key].loadCpuCores} cores)`);
 		}
 
+		await stopTree(trivial.pid);
+	}
+
+	if (scenarioWanted('loop')) {
+		report.loop = {};
+		for (const variant of ['1', '2', '1-pinned']) {
+			const [threads, pinned] = variant.split('-');
+			report.loop[variant] = JSON.parse(execFileSync(prepared.loop, ['x2gobroker', 'u5', 'pw-5-secret', String(seconds), threads, ...(pinned ? ['pin'] : [])], {env: {...process.env, ...sandbox.environment}, encoding: 'utf8', timeout: (seconds + 10) * 1000}));
+			log(`in-process libpam loop, ${threads} thread(s)${pinned ? ', modules kept loaded' : ''}: ${report.loop[variant].rate}/s`);
+		}
+	}
+
+	const definitions = peerDefinitions(sandbox, prepared, directory);
+	if (['throughput', 'head-of-line', 'idle-flood'].some(scenarioWanted)) {
+		for (const [name, peer] of Object.entries(definitions)) {
+			if (!peerWanted(name)) {
+				continue;
+			}
+
+			try {
+				// eslint-disable-next-line no-await-in-loop
+				report.peers.push(await measurePeer(name, peer));
+			} catch (error) {
+				log(`${name}: ${error.stack}`);
+				report.peers.push({name, note: peer.note, error: error.message});
+			}
+		}
+	}
+
+	if (scenarioWanted('profile') && peerWanted('pam-authservice')) {
+		log('profiling pam-authservice (node --cpu-prof) during pipelined load, 64 clients');
 		try {
-			report.peers.push(await measurePeer(name, peer));
+			report.profile = await profile(definitions['pam-authservice'], prepared, directory);
 		} catch (error) {
-			log(`${name}: ${error.message}`);
-			report.peers.push({name, error: error.message});
+			log(`profile: ${error.stack}`);
+			report.profile = {error: error.message};
 		}
 	}
 } finally {
+	killAll();
 	rmSync(directory, {recursive: true, force: true});
 }
 
 report.targets = targets(report);
-const markdown = [
-	`# pam-authservice benchmark, ${report.machine.date.slice(0, 10)}`,
-	'',
-	`${report.machine.cores} cores (${report.machine.cpu}), Node ${report.machine.node}, Linux ${report.machine.kernel}. One PAM stack for all: pam_wrapper + pam_matrix with ${users} users; ${seconds} s a run; every answer checked (mismatches: ${report.peers.reduce((sum, peer) => sum + (peer.throughput ? Object.values(peer.throughput).reduce((total, run) => total + run.mismatches, 0) : 0), 0)}).`,
-	`The load generator alone (against a server that answers at once): ${report.loadGenerator?.pipelined64?.rate} /s pipelined, ${report.loadGenerator?.oneshot8?.rate} /s one request per connection. The in-process libpam loop: ${report.loop?.[1]?.rate} /s on 1 thread, ${report.loop?.[2]?.rate} /s on 2.`,
-	'',
-	table(report),
-	'',
-	...report.peers.map(peer => `- **${peer.name}**: ${peer.note ?? ''}${peer.error ? ` — failed: ${peer.error}` : ''}`),
-	'',
-	'## Targets',
-	'',
-	'| target | measured | |',
-	'|---|---|---|',
-	...report.targets.map(target => `| ${target.label} | ${target.measured} | ${target.pass ? 'pass' : '**not met**'} |`),
-	'',
-	'![chart](chart.svg)',
-	'',
-].join('\n');
+report.finished = new Date().toISOString();
+const text = markdown(report);
 mkdirSync(results, {recursive: true});
 const stamp = report.machine.date.slice(0, 10);
-writeFileSync(path.join(results, `${stamp}.json`), `${JSON.stringify(report, null, '\t')}\n`);
-writeFileSync(path.join(results, 'latest.json'), `${JSON.stringify(report, null, '\t')}\n`);
-writeFileSync(path.join(results, `${stamp}.md`), markdown);
-writeFileSync(path.join(results, 'latest.md'), markdown);
-writeFileSync(path.join(results, 'chart.svg'), chart(report));
-process.stdout.write(markdown);
+const json = `${JSON.stringify(report, null, '\t')}\n`;
+for (const name of partial ? ['partial'] : [stamp, 'latest']) {
+	writeFileSync(path.join(results, `${name}.json`), json);
+	writeFileSync(path.join(results, `${name}.md`), text);
+}
+
+writeFileSync(path.join(results, partial ? 'partial.svg' : 'chart.svg'), chart(report));
+process.stdout.write(text);
+log(`results in ${path.relative(root, results)}/${partial ? 'partial' : `{${stamp},latest}`}.{md,json} and ${partial ? 'partial' : 'chart'}.svg`);
+process.exit(0);

@@ -1,0 +1,400 @@
+// The benchmark's report: the targets of issue 5 checked against one run, the Markdown tables and
+// a hand-written SVG chart (no dependency).
+
+const ours = 'pam-authservice';
+const peerOrder = ['pam-authservice', 'x2gobroker-authservice', 'saslauthd'];
+
+export function number(value) {
+	if (value === undefined || value === null || Number.isNaN(value)) {
+		return '–';
+	}
+
+	return Math.round(value).toLocaleString('en-US').replaceAll(',', '\u202F');
+}
+
+function ms(value) {
+	if (value === undefined || value === null) {
+		return '–';
+	}
+
+	return value >= 100 ? `${number(value)} ms` : `${value.toFixed(value >= 10 ? 1 : 2)} ms`;
+}
+
+function peer(report, name) {
+	return report.peers.find(entry => entry.name === name && !entry.error);
+}
+
+export function run(entry, mode, clients, wrongShare = 0) {
+	return entry?.runs?.find(each => each.mode === mode && each.clients === clients && each.wrongShare === wrongShare);
+}
+
+/** Every answer checked in the run, the wrong ones counted. */
+function mismatchTotal(report) {
+	let checked = 0;
+	let wrong = 0;
+	const add = outcome => {
+		if (outcome) {
+			checked += outcome.done;
+			wrong += outcome.mismatches;
+		}
+	};
+
+	for (const entry of report.peers) {
+		for (const outcome of entry.runs ?? []) {
+			add(outcome);
+		}
+
+		add(entry.headOfLine?.good);
+		add(entry.headOfLine?.attack);
+	}
+
+	for (const profiled of report.profile?.runs ?? []) {
+		add(profiled.outcome);
+	}
+
+	for (const variant of report.profile?.variants ?? []) {
+		add(variant.pipelined);
+		add(variant.oneshot);
+	}
+	return {checked, wrong};
+}
+
+export function targets(report) {
+	const mine = peer(report, ours);
+	const sasl = peer(report, 'saslauthd');
+	const list = [];
+	const check = (label, measure) => {
+		try {
+			const {pass, measured} = measure();
+			list.push({label, pass: pass === undefined ? null : Boolean(pass), measured});
+		} catch {
+			list.push({label, pass: null, measured: 'not measured in this run'});
+		}
+	};
+
+	check('pipelined, 64 clients: ≥ 0.9× the single-thread in-process loop', () => {
+		const rate = run(mine, 'pipelined', 64).rate;
+		const loop = report.loop[1].rate;
+		return {pass: rate >= 0.9 * loop, measured: `${number(rate)} /s = ${(rate / loop).toFixed(2)}× the loop's ${number(loop)} /s`};
+	});
+	for (const clients of [8, 64]) {
+		check(`one request per connection, ${clients} clients: ≥ 1.1× saslauthd`, () => {
+			const rate = run(mine, 'oneshot', clients).rate;
+			const theirs = run(sasl, 'oneshot', clients).rate;
+			return {pass: rate >= 1.1 * theirs, measured: `${number(rate)} /s = ${(rate / theirs).toFixed(2)}× saslauthd's ${number(theirs)} /s`};
+		});
+	}
+
+	check('one request per connection, 1 client: median latency ≤ saslauthd\'s', () => {
+		const mineMs = run(mine, 'oneshot', 1).p50Ms;
+		const theirs = run(sasl, 'oneshot', 1).p50Ms;
+		return {pass: mineMs <= theirs, measured: `${ms(mineMs)} vs ${ms(theirs)}`};
+	});
+	check('head-of-line: good login p99 ≤ 10 ms (all answered)', () => {
+		const {good} = mine.headOfLine;
+		return {pass: good.p99Ms <= 10 && good.errors === 0 && good.done > 0, measured: `p99 ${ms(good.p99Ms)} over ${number(good.done)} logins, ${good.errors} unanswered`};
+	});
+	for (const count of [1100, 10_000]) {
+		check(`idle flood, ${number(count)} connections: good login ≤ 20 ms (worst of 5), daemon alive`, () => {
+			const flood = mine.idleFlood[count];
+			return {
+				pass: flood.opened.open === count && flood.worstLoginMs !== null && flood.worstLoginMs <= 20 && flood.alive && flood.servesAfterwards,
+				measured: `${number(flood.opened.open)} held open; logins ${flood.loginsMs.map(value => (value === null ? 'none' : value.toFixed(2))).join(', ')} ms; alive ${flood.alive}`,
+			};
+		});
+	}
+
+	check('CPU per request (daemon and workers; one per connection, 8 clients) ≤ saslauthd\'s', () => {
+		const mineMs = run(mine, 'oneshot', 8).cpuMsPerRequest;
+		const theirs = run(sasl, 'oneshot', 8).cpuMsPerRequest;
+		return {pass: mineMs <= theirs, measured: `${mineMs} ms vs ${theirs} ms`};
+	});
+	check('memory idle ≤ 45 MiB (daemon and workers)', () => ({pass: mine.memoryIdle.totalMiB <= 45, measured: `${mine.memoryIdle.totalMiB} MiB, ${mine.memoryIdle.processes.length} processes`}));
+	check('memory after load ≤ 80 MiB (daemon and workers)', () => ({pass: mine.memoryAfterLoad.totalMiB <= 80, measured: `${mine.memoryAfterLoad.totalMiB} MiB, ${mine.memoryAfterLoad.processes.length} processes`}));
+	check('every answer right (good → ok, wrong → fail), all peers and runs', () => {
+		const {checked, wrong} = mismatchTotal(report);
+		return {pass: wrong === 0 && checked > 0, measured: `${number(wrong)} wrong of ${number(checked)} checked`};
+	});
+	for (const [mode, key] of [['pipelined', 'pipelined64'], ['oneshot', 'oneshot64']]) {
+		check(`load generator not the bottleneck, ${mode === 'oneshot' ? 'one per connection' : 'pipelined'}: alone ≥ 3× the best rate measured`, () => {
+			const alone = report.loadGenerator[key].rate;
+			const best = Math.max(...report.peers.flatMap(entry => (entry.runs ?? []).filter(each => each.mode === mode).map(each => each.rate)));
+			return {pass: alone >= 3 * best, measured: `${number(alone)} /s = ${(alone / best).toFixed(1)}× the best, ${number(best)} /s`};
+		});
+	}
+
+	return list;
+}
+
+function cell(outcome) {
+	if (!outcome) {
+		return '–';
+	}
+
+	const notes = [];
+	if (outcome.errors > 0) {
+		notes.push(`${number(outcome.errors)} unanswered/errors: ${Object.entries(outcome.errorKinds).map(([kind, count]) => `${kind} ×${count}`).join(', ')}`);
+	}
+
+	if (outcome.mismatches > 0) {
+		notes.push(`**${number(outcome.mismatches)} WRONG ANSWERS**`);
+	}
+
+	return `${number(outcome.rate)} /s · p50 ${ms(outcome.p50Ms)} · p99 ${ms(outcome.p99Ms)}${notes.length > 0 ? ` (${notes.join('; ')})` : ''}`;
+}
+
+function memoryCell(memory) {
+	if (!memory) {
+		return '–';
+	}
+
+	const counts = new Map();
+	for (const entry of memory.processes) {
+		const value = counts.get(entry.comm) ?? {count: 0, mib: 0};
+		counts.set(entry.comm, {count: value.count + 1, mib: value.mib + entry.rssMiB});
+	}
+
+	return `${memory.totalMiB} MiB (${[...counts].map(([comm, {count, mib}]) => `${count > 1 ? `${count}× ` : ''}${comm} ${(mib / count).toFixed(1)}`).join(' + ')})`;
+}
+
+function median(values) {
+	const sorted = [...values].sort((a, b) => a - b);
+	return sorted[Math.floor(sorted.length / 2)];
+}
+
+export function markdown(report) {
+	const {machine} = report;
+	const peers = peerOrder.map(name => report.peers.find(entry => entry.name === name)).filter(Boolean);
+	const valid = peers.filter(entry => !entry.error);
+	const lines = [];
+	const push = (...more) => lines.push(...more);
+	push(`# pam-authservice benchmark, ${machine.date.slice(0, 10)}${report.partial ? ' (partial run: --quick/--only)' : ''}`, '');
+	push(`${machine.nproc} cores (${machine.cpu}), Node ${machine.node}, Linux ${machine.kernel}; load average at start ${machine.loadAverageAtStart.join(' ')}.`);
+	push(`One PAM stack for every program: pam_wrapper + pam_matrix, ${number(report.users)} users (service \`x2gobroker\`: auth and account by pam_matrix). ${report.seconds} s a throughput run; pipelined runs keep ${report.depth} requests in flight per connection. Every answer is checked (good password → ok, wrong → fail).`);
+	if (report.buildError) {
+		push(`**${report.buildError}.**`);
+	}
+
+	push(`pam-authservice runs with these limits raised (the load generator is a single uid that sends thousands of failures a second and holds 10 000 connections): \`${report.raisedLimits.join(' ')}\`. All programs run under the same open-files limit, ${number(report.openFilesLimit)} (prlimit).`, '');
+
+	push('## Targets (issue 5)', '', '| target | measured | |', '|---|---|---|');
+	for (const target of report.targets) {
+		push(`| ${target.label} | ${target.measured} | ${target.pass === null ? 'not measured' : (target.pass ? 'pass' : '**not met**')} |`);
+	}
+
+	push('', '## Throughput and latency', '', 'Requests per second, median and 99th-percentile latency. One per connection: connect, send, read the answer, close (as x2gobroker\'s own client asks).', '');
+	push(`| mode | clients | wrong passwords | ${peers.map(entry => entry.name).join(' | ')} |`, `|---|---|---|${peers.map(() => '---').join('|')}|`);
+	for (const mode of ['oneshot', 'pipelined']) {
+		for (const wrongShare of [0, 0.5]) {
+			for (const clients of [1, 8, 64]) {
+				push(`| ${mode === 'oneshot' ? 'one per connection' : 'pipelined'} | ${clients} | ${wrongShare * 100} % | ${peers.map(entry => (entry.error ? 'failed' : (mode === 'pipelined' && entry.protocol === 'sasl' ? 'n/a (one request per connection)' : cell(run(entry, mode, clients, wrongShare))))).join(' | ')} |`);
+			}
+		}
+	}
+
+	if (report.loop) {
+		push('', `The limit, \`pam_start\` … \`pam_authenticate\` … \`pam_acct_mgmt\` … \`pam_end\` looped in-process (bench/pam-loop.c), same stack: **${number(report.loop[1]?.rate)} /s** on 1 thread, **${number(report.loop[2]?.rate)} /s** on 2 threads. With one more PAM handle held open, so that \`pam_end\` does not unload the modules and \`pam_start\` does not load them again: **${number(report.loop['1-pinned']?.rate)} /s** on 1 thread. (Two threads gain more than a second core's worth because each keeps the modules loaded for the other part of the time.)`);
+	}
+
+	push('', '## Other scenarios', '', `| | ${valid.map(entry => entry.name).join(' | ')} |`, `|---|${valid.map(() => '---').join('|')}|`);
+	const row = (label, pick) => {
+		push(`| ${label} | ${valid.map(entry => {
+			try {
+				return pick(entry) ?? '–';
+			} catch {
+				return '–';
+			}
+		}).join(' | ')} |`);
+	};
+
+	row(`good logins (1 client, ${report.headOfLineSeconds} s) while 20 clients send wrong passwords to a stack with a 1 s fail delay`, entry => {
+		const {good, attack} = entry.headOfLine;
+		return good.done > 0
+			? `p50 ${ms(good.p50Ms)}, p99 ${ms(good.p99Ms)}, max ${ms(good.maxMs)} (${number(good.done)} answered${good.errors > 0 ? `, ${good.errors} not within 8 s` : ''}; ${number(attack.done)} attack answers)`
+			: `none answered within 8 s (${number(attack.done)} attack answers)`;
+	});
+	for (const count of [1100, 10_000]) {
+		row(`${number(count)} idle connections, then 5 good logins`, entry => {
+			const flood = entry.idleFlood[count];
+			const held = `${number(flood.opened.open)} held${flood.opened.failed > 0 ? `, ${number(flood.opened.failed)} not connected (${Object.entries(flood.opened.failures).map(([kind, count]) => `${kind === 'EAGAIN' ? 'backlog full for 8 s' : kind} ×${number(count)}`).join(', ')})` : ''}${flood.stillOpenAtEnd < flood.opened.open ? `, ${number(flood.opened.open - flood.stillOpenAtEnd)} closed by the peer` : ''}`;
+			const logins = flood.loginsMs.every(value => value === null) ? 'no answer' : `first ${ms(flood.firstLoginMs)}, worst ${flood.worstLoginMs === null ? 'no answer' : ms(flood.worstLoginMs)}`;
+			return `${logins}; ${held}; ${flood.alive ? 'alive' : `**dead**${flood.lastWords ? ` (its last words: \`${flood.lastWords.replaceAll('|', '\\|')}\`)` : ''}`}${flood.alive && !flood.servesAfterwards ? ', not serving afterwards' : ''}`;
+		});
+	}
+
+	row('CPU per request, daemon and workers (one per connection, 8 clients, good)', entry => `${run(entry, 'oneshot', 8).cpuMsPerRequest} ms`);
+	row('CPU per request (pipelined, 64 clients, good)', entry => (entry.protocol === 'sasl' ? 'n/a' : `${run(entry, 'pipelined', 64).cpuMsPerRequest} ms`));
+	row('resident memory idle', entry => memoryCell(entry.memoryIdle));
+	row('resident memory after the throughput runs', entry => memoryCell(entry.memoryAfterLoad));
+	row('time from start to serving (median of the starts)', entry => `${ms(median(entry.startMs))} (${entry.startMs.length} starts)`);
+
+	if (report.loadGenerator) {
+		const lg = report.loadGenerator;
+		push('', '## The load generator alone', '', `Against a server that answers \`ok\` at once and costs next to nothing (bench/trivial-server.c, epoll): pipelined, 64 clients: ${number(lg.pipelined64.rate)} /s; one per connection: ${number(lg.oneshot8.rate)} /s with 8 clients, ${number(lg.oneshot64.rate)} /s with 64. It is one Node.js process and shares the 2 cores with the program measured: its own CPU use is in the JSON (\`loadCpuCores\`) for every run.`);
+	}
+
+	const noisy = valid.flatMap(entry => (entry.runs ?? []).map(each => ({entry, each}))).filter(({each}) => each.otherCpuCores > 0.25);
+	if (noisy.length > 0) {
+		push('', `Note: during ${noisy.length} run(s) other processes on the machine used more than a quarter of a core (up to ${Math.max(...noisy.map(({each}) => each.otherCpuCores))} cores): those numbers are lower than they would be on a quiet machine.`);
+	}
+
+	if (report.profile && !report.profile.error) {
+		push('', '## Where pam-authservice spends its time', '');
+		push('`node --cpu-prof` on the daemon (a fresh one for each load), with `perf record -e cpu-clock -a` of the whole machine alongside when there is perf. V8 samples wall-clock time: a main thread preempted inside a system call (a write to a worker\'s pipe wakes the worker, which may take the core at once) counts as busy in that call, so the CPU figures from /proc are the ones to trust for how much CPU each part uses.');
+		for (const profiled of report.profile.runs ?? []) {
+			const {load, outcome, cpuSplit: split, cpuProfile, perf} = profiled;
+			const title = load.mode === 'pipelined' ? `pipelined, ${load.clients} clients` : `one request per connection, ${load.clients} clients`;
+			push('', `### ${title}: ${number(outcome.rate)} /s`, '');
+			push(`CPU (from /proc): daemon main thread **${split.mainThreadCores} cores**, its other threads ${split.otherThreadsCores} (${Object.entries(split.threads).filter(([name]) => name !== 'main thread').map(([name, cores]) => `${name} ${cores}`).join(', ')}), PAM workers **${split.workersCores} cores**, load generator ${outcome.loadCpuCores}; ${outcome.cpuMsPerRequest} ms of daemon and worker CPU per request. The main thread blocked in epoll ${split.mainVoluntarySwitchesPerRequest} times per request and was preempted ${split.mainInvoluntarySwitchesPerRequest} times per request; the profile (${cpuProfile.onlyTheLoad ? 'samples of the load only' : 'whole run, start-up included'}) has it busy ${cpuProfile.busyShare} % of the wall time.`, '');
+			if (cpuProfile.error) {
+				push(`No profile: ${cpuProfile.error}`);
+				continue;
+			}
+
+			push('| part (self time) | ms | % of busy |', '|---|---|---|');
+			for (const entry of cpuProfile.byPart.slice(0, 10)) {
+				push(`| ${entry.name} | ${entry.ms} | ${entry.percentOfBusy} |`);
+			}
+
+			push('', '| function (self time) | ms | % of busy |', '|---|---|---|');
+			for (const entry of cpuProfile.topSelf.slice(0, 15)) {
+				push(`| \`${entry.name}\` | ${entry.ms} | ${entry.percentOfBusy} |`);
+			}
+
+			push('', '| this project\'s function (inclusive: self and callees) | ms | % of busy |', '|---|---|---|');
+			for (const entry of cpuProfile.topInclusiveProject.slice(0, 8)) {
+				push(`| \`${entry.name}\` | ${entry.ms} | ${entry.percentOfBusy} |`);
+			}
+
+			if (perf) {
+				push('', 'perf, whole machine, by process and library:', '', '```', ...perf.byProcessAndLibrary.slice(0, 12), '```', '', 'perf, hottest symbols:', '', '```', ...perf.bySymbol.slice(0, 20), '```');
+			}
+		}
+
+		if (report.profile.variants?.length > 0) {
+			const mine = peer(report, ours);
+			push('', '### What-ifs', '', 'Each on a fresh daemon with these flags added, same loads, same run:', '', '| flags | pipelined, 64 clients | one per connection, 8 clients | memory idle / after |', '|---|---|---|---|');
+			const baseline = [run(mine, 'pipelined', 64), run(mine, 'oneshot', 8)];
+			if (baseline[0] && baseline[1]) {
+				push(`| (none: the defaults, from the table above) | ${number(baseline[0].rate)} /s, ${baseline[0].cpuMsPerRequest} ms CPU | ${number(baseline[1].rate)} /s, ${baseline[1].cpuMsPerRequest} ms CPU | ${mine.memoryIdle?.totalMiB ?? '–'} / ${mine.memoryAfterLoad?.totalMiB ?? '–'} MiB |`);
+			}
+
+			for (const variant of report.profile.variants) {
+				push(`| \`${[...variant.nodeFlags.map(each => `node ${each}`), ...variant.extraArgs].join(' ')}\` | ${number(variant.pipelined.rate)} /s, ${variant.pipelined.cpuMsPerRequest} ms CPU | ${number(variant.oneshot.rate)} /s, ${variant.oneshot.cpuMsPerRequest} ms CPU | ${variant.idleMiB} / ${variant.memoryMiB} MiB |`);
+			}
+		}
+	}
+
+	push('', '## The programs', '');
+	for (const entry of peers) {
+		push(`- **${entry.name}**: ${entry.note ?? ''}${entry.sanity ? ` Sanity check: ${entry.sanity.detail}.` : ''}${entry.error ? ` **Failed: ${entry.error}**` : ''}`);
+	}
+
+	push('- Connects refused with EAGAIN (a full listen backlog: x2gobroker-authservice listens with a backlog of 1) are retried after 1 ms, as a blocking client would wait; the latency counts from the first attempt. Counts in the JSON (`connectRetries`).');
+	push('', `![chart](${report.partial ? 'partial.svg' : 'chart.svg'})`, '');
+	return lines.join('\n');
+}
+
+// --- Chart --------------------------------------------------------------------------------------
+function escape(text) {
+	return String(text).replaceAll('&', '&amp;').replaceAll('<', '&lt;').replaceAll('>', '&gt;');
+}
+
+function logTicks(min, max) {
+	const ticks = [];
+	for (let decade = 10 ** Math.floor(Math.log10(min)); decade <= max * 1.0001; decade *= 10) {
+		for (const step of [1, 3]) {
+			const value = decade * step;
+			if (value >= min * 0.9999 && value <= max * 1.0001) {
+				ticks.push(value);
+			}
+		}
+	}
+
+	return ticks;
+}
+
+function tickLabel(value) {
+	return value >= 1000 ? `${value / 1000}k` : String(value);
+}
+
+export function chart(report) {
+	const width = 1000;
+	const colours = {'pam-authservice': '#1565c0', 'x2gobroker-authservice': '#e65100', saslauthd: '#2e7d32', loop: '#616161'};
+	const clients = [1, 8, 64];
+	const series = [];
+	for (const entry of report.peers.filter(each => each.runs)) {
+		for (const mode of ['pipelined', 'oneshot']) {
+			const values = clients.map(count => run(entry, mode, count)?.rate);
+			if (values.every(value => value > 0)) {
+				series.push({name: `${entry.name}, ${mode === 'oneshot' ? 'one request per connection' : 'pipelined'}`, colour: colours[entry.name], dash: mode === 'oneshot' ? '6 4' : '', values});
+			}
+		}
+	}
+
+	for (const [variant, name, dash] of [['1', 'in-process loop, 1 thread (the limit)', '2 3'], ['2', 'in-process loop, 2 threads', '9 3 2 3'], ['1-pinned', 'in-process loop, 1 thread, modules kept loaded', '1 5']]) {
+		if (report.loop?.[variant]) {
+			series.push({name, colour: variant === '1-pinned' ? '#a0a0a0' : colours.loop, dash, values: clients.map(() => report.loop[variant].rate)});
+		}
+	}
+
+	const all = series.flatMap(entry => entry.values).filter(value => value > 0);
+	const min = 10 ** Math.floor(Math.log10(Math.min(100, ...all)));
+	const max = 10 ** Math.ceil(Math.log10(Math.max(1000, ...all)));
+	// Throughput panel.
+	const left = 80;
+	const right = 560;
+	const top = 60;
+	const bottom = 300;
+	const x = index => left + 30 + (index * (right - left - 60) / (clients.length - 1));
+	const y = value => bottom - ((Math.log10(value) - Math.log10(min)) / (Math.log10(max) - Math.log10(min)) * (bottom - top));
+	const parts = [
+		`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="560" viewBox="0 0 ${width} 560" font-family="sans-serif" font-size="12">`,
+		`<rect width="${width}" height="560" fill="white"/>`,
+		`<text x="${left}" y="24" font-size="16" font-weight="bold">pam-authservice benchmark: checks per second against concurrent clients</text>`,
+		`<text x="${left}" y="42" fill="#444">Good passwords; pam_wrapper + pam_matrix, ${number(report.users)} users, the same stack for all; log scale</text>`,
+		...logTicks(min, max).map(value => `<line x1="${left}" y1="${y(value).toFixed(1)}" x2="${right}" y2="${y(value).toFixed(1)}" stroke="#e0e0e0"/><text x="${left - 8}" y="${(y(value) + 4).toFixed(1)}" text-anchor="end">${tickLabel(value)}</text>`),
+		`<line x1="${left}" y1="${bottom}" x2="${right}" y2="${bottom}" stroke="black"/><line x1="${left}" y1="${top}" x2="${left}" y2="${bottom}" stroke="black"/>`,
+		`<text x="${left - 55}" y="${(top + bottom) / 2}" transform="rotate(-90 ${left - 55} ${(top + bottom) / 2})" text-anchor="middle">requests / s</text>`,
+		...clients.map((count, index) => `<text x="${x(index)}" y="${bottom + 18}" text-anchor="middle">${count} client${count > 1 ? 's' : ''}</text>`),
+	];
+	for (const [index, entry] of series.entries()) {
+		const points = entry.values.map((value, point) => `${x(point).toFixed(1)},${y(value).toFixed(1)}`).join(' ');
+		parts.push(`<polyline fill="none" stroke="${entry.colour}" stroke-width="2.5" stroke-dasharray="${entry.dash}" points="${points}"/>`);
+		parts.push(...entry.values.map((value, point) => `<circle cx="${x(point).toFixed(1)}" cy="${y(value).toFixed(1)}" r="3.5" fill="${entry.colour}"><title>${escape(entry.name)}: ${number(value)} /s</title></circle>`));
+		const legendY = top + 10 + (index * 22);
+		parts.push(`<line x1="${right + 30}" y1="${legendY - 4}" x2="${right + 70}" y2="${legendY - 4}" stroke="${entry.colour}" stroke-width="2.5" stroke-dasharray="${entry.dash}"/><text x="${right + 78}" y="${legendY}">${escape(entry.name)}</text>`);
+	}
+
+	// Head-of-line panel: p50 and p99 of the good login, log scale from 0.1 ms to 10 s.
+	const hTop = 370;
+	const hLeft = 240;
+	const hRight = 760;
+	const hx = value => hLeft + ((Math.log10(Math.min(Math.max(value, 0.1), 10_000)) + 1) / 5 * (hRight - hLeft));
+	parts.push(`<text x="${left}" y="${hTop - 18}" font-size="14" font-weight="bold">Head-of-line: a good login while 20 clients send wrong passwords to a stack with a 1 s fail delay (log scale)</text>`);
+	const holPeers = report.peers.filter(entry => entry.headOfLine);
+	const rowHeight = 30;
+	const hBottom = hTop + (Math.max(1, holPeers.length) * rowHeight);
+	for (const value of [0.1, 1, 10, 100, 1000, 10_000]) {
+		parts.push(`<line x1="${hx(value).toFixed(1)}" y1="${hTop}" x2="${hx(value).toFixed(1)}" y2="${hBottom}" stroke="${value === 10 ? '#c62828' : '#e0e0e0'}" stroke-dasharray="${value === 10 ? '4 3' : ''}"/><text x="${hx(value).toFixed(1)}" y="${hBottom + 16}" text-anchor="middle">${value >= 1000 ? `${value / 1000} s` : `${value} ms`}</text>`);
+	}
+
+	parts.push(`<text x="${hx(10) + 4}" y="${hTop + 10}" fill="#c62828" font-size="11">target p99 ≤ 10 ms</text>`);
+	for (const [index, entry] of holPeers.entries()) {
+		const rowY = hTop + (index * rowHeight) + 6;
+		const {good} = entry.headOfLine;
+		const colour = colours[entry.name] ?? '#333';
+		parts.push(`<text x="${hLeft - 10}" y="${rowY + 13}" text-anchor="end">${escape(entry.name)}</text>`);
+		if (good.done > 0) {
+			parts.push(`<rect x="${hLeft}" y="${rowY}" width="${(hx(good.p99Ms) - hLeft).toFixed(1)}" height="18" fill="${colour}" opacity="0.35"/><rect x="${hLeft}" y="${rowY + 4}" width="${(hx(good.p50Ms) - hLeft).toFixed(1)}" height="10" fill="${colour}"/>`);
+			parts.push(`<text x="${(hx(good.p99Ms) + 6).toFixed(1)}" y="${rowY + 13}">p50 ${escape(ms(good.p50Ms))}, p99 ${escape(ms(good.p99Ms))} (${number(good.done)} answered${good.errors > 0 ? `, ${good.errors} not` : ''})</text>`);
+		} else {
+			parts.push(`<rect x="${hLeft}" y="${rowY}" width="${(hRight - hLeft).toFixed(1)}" height="18" fill="#bdbdbd" opacity="0.4"/><text x="${hLeft + 8}" y="${rowY + 13}">no good login answered within 8 s</text>`);
+		}
+	}
+
+	const {machine} = report;
+	parts.push(`<text x="${left}" y="${hBottom + 40}" fill="#444" font-size="11">Inner bar p50, outer bar p99. ${escape(machine.date.slice(0, 10))} · nproc ${machine.nproc} · ${escape(machine.cpu)} · Node ${escape(machine.node)} · Linux ${escape(machine.kernel)}${report.partial ? ' · partial run' : ''}</text>`);
+	parts.push('</svg>');
+	return `${parts.join('\n')}\n`;
+}
