@@ -6,12 +6,13 @@
 //   mode: 'oneshot' (connect, write, read the answer, close: as x2gobroker's own client asks)
 //       | 'pipelined' (kept connections, `depth` requests in flight on each),
 //   clients, depth, seconds | count (requests per client, whatever the time), wrongShare (0..1),
-//   users, service, timeoutMs (for one answer)
+//   users, service, timeoutMs (for one answer),
+//   processes (load generator processes, the clients shared out among them; default 1)
 // }
 //
 // A full listen backlog makes a non-blocking connect() on a Unix socket fail with EAGAIN, where
-// x2gobroker's blocking client would simply wait: such a connect is retried after 1 ms, counted in
-// `connectRetries`, and the request's latency runs from its first attempt.
+// x2gobroker's blocking client would simply wait: such a connect is retried after 1, 2, then 4 ms,
+// counted in `connectRetries`, and the request's latency runs from its first attempt.
 import net from 'node:net';
 
 const spec = JSON.parse(process.argv[2]);
@@ -107,7 +108,7 @@ const more = sent => spec.count === undefined ? performance.now() < deadline : s
 
 /** A connected socket, retrying while the listen backlog is full; undefined if it never connects. */
 async function connect(giveUpAt) {
-	for (;;) {
+	for (let attempt = 0; ; ) {
 		// eslint-disable-next-line no-await-in-loop
 		const outcome = await new Promise(resolve => {
 			const socket = net.connect(spec.socket);
@@ -122,9 +123,12 @@ async function connect(giveUpAt) {
 		}
 
 		if (outcome.code === 'EAGAIN' && performance.now() < giveUpAt) {
+			// 1, 2, 4, 4 … ms: a blocking client would sleep in connect(); retrying every
+			// millisecond from 64 clients would take a core from the program measured.
 			connectRetries++;
+			const delayMs = Math.min(4, 2 ** attempt++);
 			// eslint-disable-next-line no-await-in-loop
-			await new Promise(resolve => setTimeout(resolve, 1));
+			await new Promise(resolve => setTimeout(resolve, delayMs));
 			continue;
 		}
 
@@ -280,36 +284,88 @@ async function pipelinedClient() {
 	}
 }
 
-const startUsage = process.cpuUsage();
-const hardStop = setTimeout(() => {
-	// Never outlive the run by much, whatever the peer does.
-	error('load generator stopped at its hard limit');
-	report();
-	process.exit(0);
-}, ((spec.seconds ?? 0) * 1000) + (2 * timeoutMs) + 2000);
-await Promise.all(Array.from({length: spec.clients}, async () => (spec.mode === 'pipelined' ? pipelinedClient() : oneshotClient()).catch(error_ => {
-	error(`client ${error_.message}`);
-})));
-clearTimeout(hardStop);
-report();
+if (spec.processes > 1) {
+	await parent();
+} else {
+	const startUsage = process.cpuUsage();
+	const hardStop = setTimeout(() => {
+		// Never outlive the run by much, whatever the peer does.
+		error('load generator stopped at its hard limit');
+		report(startUsage);
+		process.exit(0);
+	}, ((spec.seconds ?? 0) * 1000) + timeoutMs + 2000);
+	await Promise.all(Array.from({length: spec.clients}, async () => (spec.mode === 'pipelined' ? pipelinedClient() : oneshotClient()).catch(error_ => {
+		error(`client ${error_.message}`);
+	})));
+	clearTimeout(hardStop);
+	report(startUsage);
+}
 
-function report() {
+function summary(sorted, count, seconds) {
+	const quantile = q => count === 0 ? null : Math.round(sorted[Math.min(count - 1, Math.floor(q * count))] * 1000) / 1000;
+	return {
+		rate: Math.round(count / seconds),
+		p50Ms: quantile(0.5),
+		p99Ms: quantile(0.99),
+		maxMs: count === 0 ? null : Math.round(sorted[count - 1] * 1000) / 1000,
+	};
+}
+
+function report(startUsage) {
 	const seconds = (performance.now() - startedAt) / 1000;
 	const cpu = process.cpuUsage(startUsage);
 	const sorted = latencies.subarray(0, done).sort();
-	const quantile = q => done === 0 ? null : Math.round(sorted[Math.min(done - 1, Math.floor(q * done))] * 1000) / 1000;
 	process.stdout.write(`${JSON.stringify({
 		done,
 		seconds: Math.round(seconds * 1000) / 1000,
-		rate: Math.round(done / seconds),
-		p50Ms: quantile(0.5),
-		p99Ms: quantile(0.99),
-		maxMs: done === 0 ? null : Math.round(sorted[done - 1] * 1000) / 1000,
+		...summary(sorted, done, seconds),
 		mismatches,
 		mismatchSamples,
 		errors,
 		errorKinds,
 		connectRetries,
 		loadCpuCores: Math.round((cpu.user + cpu.system) / 1e4 / seconds) / 100,
+		...spec.emitLatencies ? {latencies: Array.from(sorted, value => Math.round(value * 1000) / 1000)} : {},
+	})}\n`);
+}
+
+/**
+`processes` load generators, the clients shared out: one Node.js process opening and closing
+connections uses a core at about 25 000 a second. (Not used by run.mjs on 2 cores: see there.)
+*/
+async function parent() {
+	const {spawn} = await import('node:child_process');
+	const {fileURLToPath} = await import('node:url');
+	const shares = Array.from({length: spec.processes}, (_, index) => Math.floor(spec.clients / spec.processes) + (index < spec.clients % spec.processes ? 1 : 0)).filter(share => share > 0);
+	const outcomes = await Promise.all(shares.map(async share => {
+		const child = spawn(process.execPath, [fileURLToPath(import.meta.url), JSON.stringify({...spec, processes: 1, clients: share, emitLatencies: true})], {stdio: ['ignore', 'pipe', 'inherit']});
+		let output = '';
+		child.stdout.on('data', chunk => {
+			output += chunk;
+		});
+		await new Promise(resolve => child.on('exit', resolve));
+		return JSON.parse(output);
+	}));
+	const seconds = Math.max(...outcomes.map(outcome => outcome.seconds));
+	const all = Float64Array.from(outcomes.flatMap(outcome => outcome.latencies)).sort();
+	const sum = key => outcomes.reduce((total, outcome) => total + outcome[key], 0);
+	const errorKindsMerged = {};
+	for (const outcome of outcomes) {
+		for (const [kind, count] of Object.entries(outcome.errorKinds)) {
+			errorKindsMerged[kind] = (errorKindsMerged[kind] ?? 0) + count;
+		}
+	}
+
+	process.stdout.write(`${JSON.stringify({
+		done: sum('done'),
+		seconds,
+		...summary(all, all.length, seconds),
+		mismatches: sum('mismatches'),
+		mismatchSamples: outcomes.flatMap(outcome => outcome.mismatchSamples).slice(0, 5),
+		errors: sum('errors'),
+		errorKinds: errorKindsMerged,
+		connectRetries: sum('connectRetries'),
+		loadCpuCores: Math.round(outcomes.reduce((total, outcome) => total + (outcome.loadCpuCores * outcome.seconds), 0) / seconds * 100) / 100,
+		processes: outcomes.length,
 	})}\n`);
 }

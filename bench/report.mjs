@@ -175,7 +175,7 @@ export function markdown(report) {
 		push(`**${report.buildError}.**`);
 	}
 
-	push(`pam-authservice runs with these limits raised (the load generator is a single uid that sends thousands of failures a second and holds 10 000 connections): \`${report.raisedLimits.join(' ')}\`. All programs run under the same open-files limit, ${number(report.openFilesLimit)} (prlimit).`, '');
+	push(`pam-authservice runs with these limits raised (the load generator is a single uid that sends thousands of failures a second and holds 10 000 connections): \`${report.raisedLimits.join(' ')}\`. All programs run under the same open-files limit, ${number(report.openFilesLimit)} (prlimit). ${machine.privateTmp ? 'The run had its own /tmp (a mount namespace): pam_wrapper keeps one folder per process there, /tmp/pam.X with one character, and other test runs on the machine would otherwise use up the names.' : '**The run shared /tmp with the rest of the machine: other processes on pam_wrapper may have used up its folder names (/tmp/pam.X, about 60), and a worker that finds none fails its check.**'}`, '');
 
 	push('## Targets (issue 5)', '', '| target | measured | |', '|---|---|---|');
 	for (const target of report.targets) {
@@ -193,7 +193,7 @@ export function markdown(report) {
 	}
 
 	if (report.loop) {
-		push('', `The limit, \`pam_start\` … \`pam_authenticate\` … \`pam_acct_mgmt\` … \`pam_end\` looped in-process (bench/pam-loop.c), same stack: **${number(report.loop[1]?.rate)} /s** on 1 thread, **${number(report.loop[2]?.rate)} /s** on 2 threads. With one more PAM handle held open, so that \`pam_end\` does not unload the modules and \`pam_start\` does not load them again: **${number(report.loop['1-pinned']?.rate)} /s** on 1 thread. (Two threads gain more than a second core's worth because each keeps the modules loaded for the other part of the time.)`);
+		push('', `The limit, \`pam_start\` … \`pam_authenticate\` … \`pam_acct_mgmt\` … \`pam_end\` looped in-process (bench/pam-loop.c), same stack, best of two runs: **${number(report.loop[1]?.rate)} /s** on 1 thread, **${number(report.loop[2]?.rate)} /s** on 2 threads. With one more PAM handle held open, so that \`pam_end\` does not unload the modules and \`pam_start\` does not load them again: **${number(report.loop['1-pinned']?.rate)} /s** on 1 thread. (Two threads gain more than a second core's worth because each keeps the modules loaded for the other part of the time.)`);
 	}
 
 	push('', '## Other scenarios', '', `| | ${valid.map(entry => entry.name).join(' | ')} |`, `|---|${valid.map(() => '---').join('|')}|`);
@@ -230,7 +230,7 @@ export function markdown(report) {
 
 	if (report.loadGenerator) {
 		const lg = report.loadGenerator;
-		push('', '## The load generator alone', '', `Against a server that answers \`ok\` at once and costs next to nothing (bench/trivial-server.c, epoll): pipelined, 64 clients: ${number(lg.pipelined64.rate)} /s; one per connection: ${number(lg.oneshot8.rate)} /s with 8 clients, ${number(lg.oneshot64.rate)} /s with 64. It is one Node.js process and shares the 2 cores with the program measured: its own CPU use is in the JSON (\`loadCpuCores\`) for every run.`);
+		push('', '## The load generator alone', '', `Against a server that answers \`ok\` at once and costs next to nothing (bench/trivial-server.c, epoll): pipelined, 64 clients: ${number(lg.pipelined64.rate)} /s; one per connection: ${number(lg.oneshot8.rate)} /s with 8 clients, ${number(lg.oneshot64.rate)} /s with 64. The load generator is one Node.js process (two would do more against this server, but take twice the CPU per request from the program measured on 2 cores); it shares the cores with the program measured: its CPU use is in the JSON (\`loadCpuCores\`) for every run.`);
 	}
 
 	const noisy = valid.flatMap(entry => (entry.runs ?? []).map(each => ({entry, each}))).filter(({each}) => each.otherCpuCores > 0.25);
@@ -287,10 +287,11 @@ export function markdown(report) {
 
 	push('', '## The programs', '');
 	for (const entry of peers) {
-		push(`- **${entry.name}**: ${entry.note ?? ''}${entry.sanity ? ` Sanity check: ${entry.sanity.detail}.` : ''}${entry.error ? ` **Failed: ${entry.error}**` : ''}`);
+		const warnings = entry.logWarnings?.count > 0 ? ` Its log had ${number(entry.logWarnings.count)} warnings or errors: ${Object.entries(entry.logWarnings.messages).slice(0, 4).map(([message, count]) => `${message} ×${count}`).join('; ')}.` : (entry.logWarnings ? ' Its log had no warnings or errors.' : '');
+		push(`- **${entry.name}**: ${entry.note ?? ''}${entry.sanity ? ` Sanity check: ${entry.sanity.detail}.` : ''}${warnings}${entry.error ? ` **Failed: ${entry.error}**` : ''}`);
 	}
 
-	push('- Connects refused with EAGAIN (a full listen backlog: x2gobroker-authservice listens with a backlog of 1) are retried after 1 ms, as a blocking client would wait; the latency counts from the first attempt. Counts in the JSON (`connectRetries`).');
+	push('- Connects refused with EAGAIN (a full listen backlog: x2gobroker-authservice listens with a backlog of 1) are retried after 1, 2, then every 4 ms, where a blocking client would sleep in connect(); the latency counts from the first attempt. Counts in the JSON (`connectRetries`).');
 	push('', `![chart](${report.partial ? 'partial.svg' : 'chart.svg'})`, '');
 	return lines.join('\n');
 }

@@ -10,6 +10,7 @@
 //                      peers: pam-authservice, x2gobroker-authservice, saslauthd
 //   --seconds N        length of one throughput run
 //   --no-setup         skip apt-get and the build: dist/ is measured as it is
+//   --shared-tmp       do not run in a private /tmp (see below)
 //   --render [FILE]    no measurement: write the Markdown and the chart again from a run's JSON
 //                      (default bench/results/latest.json)
 import {execFileSync, spawn, spawnSync} from 'node:child_process';
@@ -23,6 +24,30 @@ import {summariseCpuProfile, summarisePerf} from './profile.mjs';
 import {chart, markdown, targets} from './report.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
+
+// pam_wrapper names its per-process folder /tmp/pam.X, one character: about 60 processes on
+// pam_wrapper at once, machine-wide. Other test runs on the machine would take names from ours
+// (a worker that finds none exits, and its check is answered `fail`), so the bench runs in its
+// own mount namespace with a private /tmp, where it can. Sockets and results are unaffected.
+// (The variable's name must not start with PAM_AUTHSERVICE_: the daemon reads those as options.)
+if (!process.env.BENCH_PRIVATE_TMP && !process.argv.includes('--render') && !process.argv.includes('--shared-tmp')) {
+	if (spawnSync('unshare', ['--mount', '--propagation', 'private', '--', 'sh', '-c', 'mount -t tmpfs bench-tmp /tmp'], {stdio: 'ignore'}).status === 0) {
+		const isolated = spawn('unshare', ['--mount', '--propagation', 'private', '--', 'sh', '-c', 'mount -t tmpfs -o size=1g,mode=1777 bench-tmp /tmp && exec "$@"', 'sh', process.execPath, ...process.argv.slice(1)], {
+			stdio: 'inherit',
+			env: {...process.env, BENCH_PRIVATE_TMP: '1'},
+		});
+		for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+			process.on(signal, () => isolated.kill(signal));
+		}
+
+		process.exit(await new Promise(resolve => {
+			isolated.on('exit', (code, signal) => resolve(code ?? (signal ? 128 : 1)));
+		}));
+	}
+
+	process.stderr.write('bench: no private /tmp (unshare --mount is not allowed here): running with the shared one\n');
+}
+
 const cache = path.join(root, 'bench/.cache');
 const args = process.argv.slice(2);
 const flag = name => args.includes(name);
@@ -86,11 +111,16 @@ function killAll() {
 	started.clear();
 }
 
-process.on('exit', killAll);
+let workDirectory;
+process.on('exit', () => {
+	killAll();
+	if (workDirectory) {
+		rmSync(workDirectory, {recursive: true, force: true});
+	}
+});
 for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
 	process.on(signal, () => {
 		log(`${signal}: stopping everything`);
-		killAll();
 		process.exit(130);
 	});
 }
@@ -98,7 +128,6 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
 const watchdogMinutes = quick ? 8 : 20;
 setTimeout(() => {
 	log(`the whole bench ran past ${watchdogMinutes} minutes: stopping everything`);
-	killAll();
 	process.exit(3);
 }, watchdogMinutes * 60_000).unref();
 
@@ -283,11 +312,12 @@ async function answers(socketPath) {
 	});
 }
 
-async function waitForSocket(socketPath, pid, timeoutMs = 15_000) {
+async function waitForSocket(socketPath, pid, timeoutMs = 15_000, logFile = undefined) {
 	const begun = performance.now();
 	while (!(await answers(socketPath))) {
 		if (performance.now() - begun > timeoutMs || (pid !== undefined && !alive(pid))) {
-			throw new Error(`nothing answers on ${socketPath}`);
+			const said = logFile && existsSync(logFile) ? `: ${readFileSync(logFile, 'utf8').trim().split('\n').slice(-3).join(' | ').slice(0, 600)}` : '';
+			throw new Error(`nothing answers on ${socketPath}${said}`);
 		}
 
 		await sleep(2);
@@ -341,7 +371,7 @@ function peerDefinitions(sandbox, prepared, directory) {
 					'--owner', String(process.getuid()), '--group', String(process.getgid()), '--services', 'x2gobroker', 'faildelay', ...raisedLimits, ...extraArgs],
 				{env, stdio: ['ignore', out, out]});
 				closeSync(out);
-				return {socket, pid: child.pid, logFile: path.join(directory, 'pam-authservice.log'), startMs: await waitForSocket(socket, child.pid), stop: async () => stopTree(child.pid)};
+				return {socket, pid: child.pid, logFile: path.join(directory, 'pam-authservice.log'), startMs: await waitForSocket(socket, child.pid, 15_000, path.join(directory, 'pam-authservice.log')), stop: async () => stopTree(child.pid)};
 			},
 		},
 		'x2gobroker-authservice': {
@@ -357,7 +387,7 @@ function peerDefinitions(sandbox, prepared, directory) {
 				const child = spawnTracked('/usr/bin/python3', [path.join(root, 'bench/x2go-runner.py'), prepared.site, prepared.script, '-s', socket, '-o', me, '-g', me],
 					{env: {...env, X2GOBROKER_AUTHSERVICE_LOGCONFIG: loggerConfig}, stdio: ['ignore', out, out]});
 				closeSync(out);
-				return {socket, pid: child.pid, logFile: path.join(directory, 'x2gobroker-authservice.log'), startMs: await waitForSocket(socket, child.pid), stop: async () => stopTree(child.pid)};
+				return {socket, pid: child.pid, logFile: path.join(directory, 'x2gobroker-authservice.log'), startMs: await waitForSocket(socket, child.pid, 15_000, path.join(directory, 'x2gobroker-authservice.log')), stop: async () => stopTree(child.pid)};
 			},
 		},
 		saslauthd: {
@@ -384,6 +414,9 @@ function peerDefinitions(sandbox, prepared, directory) {
 
 // --- Load ---------------------------------------------------------------------------------------
 async function load(spec) {
+	// One load generator process: two (spec.processes) do more against the trivial server, but on
+	// 2 cores they take twice the CPU per request from the program measured (saslauthd, 8 clients:
+	// 5 000 /s instead of 7 900 /s).
 	const child = spawn(process.execPath, [path.join(root, 'bench/load.mjs'), JSON.stringify({users, timeoutMs: 10_000, ...spec})], {stdio: ['ignore', 'pipe', 'inherit']});
 	started.add(child.pid);
 	let output = '';
@@ -469,8 +502,9 @@ async function idleFlood(name, peer, running, count) {
 	await sleep(300);
 	const after = alive(running.pid) ? await load({socket: running.socket, protocol: peer.protocol, mode: 'oneshot', clients: 1, count: 1, wrongShare: 0, timeoutMs: 3000}) : undefined;
 	// What a peer that died said last (its standard error), for the report.
+	// (Python's last traceback line that names an error; a clean-up handler's complaint may follow it.)
 	const lastWords = !aliveWithConnections && running.logFile && existsSync(running.logFile)
-		? readFileSync(running.logFile, 'utf8').trim().split('\n').filter(line => line.trim()).at(-1)?.trim().slice(0, 200)
+		? (lines => lines.find(line => /^[\w.]*(Error|Exception)\b.*:/.test(line)) ?? lines.at(-1))(readFileSync(running.logFile, 'utf8').split('\n').map(line => line.trim()).filter(Boolean))?.slice(0, 200)
 		: undefined;
 	const result = {
 		count,
@@ -487,11 +521,48 @@ async function idleFlood(name, peer, running, count) {
 	return result;
 }
 
+/** Warnings and errors in pam-authservice's JSON log: a worker that could not start would show here. */
+function logWarnings(file) {
+	const found = {count: 0, messages: {}};
+	if (!file || !existsSync(file)) {
+		return found;
+	}
+
+	for (const line of readFileSync(file, 'utf8').split('\n')) {
+		const match = /"level":"(warn|error|fatal)".*"msg":"([^"]*)"/.exec(line);
+		if (match) {
+			found.count++;
+			const stderr = /"stderr":"([^"]{0,120})/.exec(line)?.[1];
+			const key = `${match[1]}: ${match[2]}${stderr ? ` (${stderr})` : ''}`;
+			found.messages[key] = (found.messages[key] ?? 0) + 1;
+		}
+	}
+
+	return found;
+}
+
+/** pam_wrapper's folders /tmp/pam.X (one character: a few dozen names), and how many belong to live processes. */
+function pamWrapperFolders() {
+	let live = 0;
+	let all = 0;
+	for (const name of readdirSync('/tmp').filter(entry => /^pam\.\w$/.test(entry))) {
+		all++;
+		try {
+			if (alive(Number(readFileSync(`/tmp/${name}/pid`, 'utf8')))) {
+				live++;
+			}
+		} catch {}
+	}
+
+	return {all, live};
+}
+
 async function measurePeer(name, peer) {
 	const result = {name, note: peer.note, protocol: peer.protocol, startMs: []};
 	const start = async options => {
 		const running = await peer.start(options);
 		result.startMs.push(Math.round(running.startMs * 10) / 10);
+		result.logFile = running.logFile;
 		return running;
 	};
 
@@ -541,6 +612,11 @@ async function measurePeer(name, peer) {
 		}
 	}
 
+	if (name === 'pam-authservice') {
+		result.logWarnings = logWarnings(result.logFile);
+	}
+
+	delete result.logFile;
 	return result;
 }
 
@@ -667,6 +743,8 @@ function machine() {
 		node: process.version,
 		kernel: os.release(),
 		loadAverageAtStart: os.loadavg().map(value => Math.round(value * 100) / 100),
+		privateTmp: process.env.BENCH_PRIVATE_TMP === '1',
+		pamWrapperFoldersAtStart: pamWrapperFolders(),
 	};
 }
 
@@ -691,6 +769,7 @@ const prepared = setup(flag('--no-setup'));
 const {createPamSandbox, matrixStack} = await import(path.join(root, 'dist/sandbox.js'));
 const directory = path.join(os.tmpdir(), `pam-authservice-bench-${process.pid}`);
 mkdirSync(directory, {recursive: true});
+workDirectory = directory;
 const sandbox = createPamSandbox({
 	directory,
 	users: Array.from({length: users}, (_, index) => ({user: `u${index}`, password: `pw-${index}-secret`, service: 'x2gobroker'})),
@@ -724,10 +803,12 @@ try {
 
 	if (scenarioWanted('loop')) {
 		report.loop = {};
+		// Best of two runs each: the limit should not come out low because something else ran.
 		for (const variant of ['1', '2', '1-pinned']) {
 			const [threads, pinned] = variant.split('-');
-			report.loop[variant] = JSON.parse(execFileSync(prepared.loop, ['x2gobroker', 'u5', 'pw-5-secret', String(seconds), threads, ...(pinned ? ['pin'] : [])], {env: {...process.env, ...sandbox.environment}, encoding: 'utf8', timeout: (seconds + 10) * 1000}));
-			log(`in-process libpam loop, ${threads} thread(s)${pinned ? ', modules kept loaded' : ''}: ${report.loop[variant].rate}/s`);
+			const attempts = [0, 1].map(() => JSON.parse(execFileSync(prepared.loop, ['x2gobroker', 'u5', 'pw-5-secret', String(seconds), threads, ...(pinned ? ['pin'] : [])], {env: {...process.env, ...sandbox.environment}, encoding: 'utf8', timeout: (seconds + 10) * 1000})));
+			report.loop[variant] = {...attempts.reduce((best, attempt) => (attempt.rate > best.rate ? attempt : best)), attempts: attempts.map(attempt => attempt.rate)};
+			log(`in-process libpam loop, ${threads} thread(s)${pinned ? ', modules kept loaded' : ''}: ${report.loop[variant].attempts.join(', ')}/s`);
 		}
 	}
 
