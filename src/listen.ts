@@ -120,11 +120,16 @@ async function probeSocket(socketPath: string): Promise<string> {
 }
 
 async function listen(server: net.Server, socketPath: string): Promise<void> {
+	// A deeper backlog than Node's 511, for a burst of brokers connecting at a login peak
+	// (the kernel caps it at net.core.somaxconn).
+	return listenWith(server, {path: socketPath, backlog: 4096});
+}
+
+/** `server.listen()` as a Promise that drops its error listener once listening. */
+export async function listenWith(server: net.Server, options: net.ListenOptions | {fd: number}): Promise<void> {
 	return new Promise((resolve, reject) => {
 		server.once('error', reject);
-		// A deeper backlog than Node's 511, for a burst of brokers connecting at a login peak
-		// (the kernel caps it at net.core.somaxconn).
-		server.listen({path: socketPath, backlog: 4096}, () => {
+		server.listen(options, () => {
 			server.off('error', reject);
 			resolve();
 		});

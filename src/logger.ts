@@ -77,7 +77,3 @@ export function createLogging(options: LoggerOptions = {}): Logging {
 	);
 	return {logger, reopen, flush};
 }
-
-export function createLogger(options: LoggerOptions = {}): Logger {
-	return createLogging(options).logger;
-}

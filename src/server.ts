@@ -5,7 +5,7 @@ PAM itself is somebody else's (`PamChecker`): a slow check holds only its own an
 import net from 'node:net';
 import {performance} from 'node:perf_hooks';
 import type {Config} from './config.js';
-import {listenOnSocket, removeSocket, type BoundSocket} from './listen.js';
+import {listenOnSocket, listenWith, removeSocket, type BoundSocket} from './listen.js';
 import type {Logger} from './logger.js';
 import type {CheckOutcome, PamChecker} from './pool.js';
 import {identifyCaller} from './caller.js';
@@ -382,13 +382,7 @@ export function createServer({config: initialConfig, logger, pam}: ServerOptions
 
 		async listen(fd) {
 			if (fd !== undefined) {
-				await new Promise<void>((resolve, reject) => {
-					server.once('error', reject);
-					server.listen({fd}, () => {
-						server.off('error', reject);
-						resolve();
-					});
-				});
+				await listenWith(server, {fd});
 				return;
 			}
 
