@@ -3,18 +3,22 @@ The pool of PAM worker processes (`pam-authservice-worker`, C), supervised as Do
 its auth workers. Processes, not threads: libpam loads modules under a process-wide lock, a module
 that crashes or hangs must not take the daemon with it, and some modules are not thread-safe.
 
-Each worker runs one check at a time. The pool grows on demand up to `maxWorkers`, shrinks to
-`minWorkers` when idle, queues at most `maxQueuedChecks`, kills a worker whose check outlives
-`checkTimeoutMs` and replaces one after `maxChecksPerWorker` checks.
+Each worker runs one check at a time. The pool grows on demand to `eagerWorkers`, and beyond
+that, up to `maxWorkers`, by one worker for each check that has run `slowCheckMs`: a stack that
+waits (LDAP, Kerberos, pam_exec) gets workers for its waiting checks, while a stack that computes
+gains nothing from more workers than cores but their memory. It shrinks to `minWorkers` when idle,
+queues at most `maxQueuedChecks`, kills a worker whose check outlives `checkTimeoutMs` and replaces
+one after `maxChecksPerWorker` checks.
 */
 import {spawn, type ChildProcessByStdio} from 'node:child_process';
 import {readdirSync, readFileSync} from 'node:fs';
+import {performance} from 'node:perf_hooks';
 import type {Readable, Writable} from 'node:stream';
 import type {Config} from './config.js';
 import type {Logger} from './logger.js';
 import {decodeResponse, encodeRequest, ResponseReader, type CheckRequest, type PamMessage, type WorkerResult} from './worker-protocol.js';
 
-export type PoolOptions = Pick<Config, 'minWorkers' | 'maxWorkers' | 'maxQueuedChecks' | 'checkTimeoutMs' | 'maxChecksPerWorker' | 'workerIdleTimeoutMs' | 'workerPath'>;
+export type PoolOptions = Pick<Config, 'minWorkers' | 'maxWorkers' | 'eagerWorkers' | 'slowCheckMs' | 'maxQueuedChecks' | 'checkTimeoutMs' | 'maxChecksPerWorker' | 'workerIdleTimeoutMs' | 'workerPath'>;
 
 /** What a check came to. `reason` is for the log only: the caller is told `ok` or `fail`. */
 export type CheckOutcome = {
@@ -73,6 +77,8 @@ class Worker {
 	readonly pid: number;
 	checks = 0;
 	job: Job | undefined;
+	/** When the current job was handed over (`performance.now()`). */
+	jobStarted = 0;
 	exited = false;
 	retiring = false;
 	#checkTimer: NodeJS.Timeout | undefined;
@@ -113,6 +119,7 @@ class Worker {
 	run(job: Job): void {
 		this.#clearIdleTimer();
 		this.job = job;
+		this.jobStarted = performance.now();
 		this.checks++;
 		const frame = encodeRequest(job.request);
 		job.request.password.fill(0);
@@ -226,6 +233,8 @@ export class WorkerPool implements PamChecker {
 	#queueHead = 0;
 	#closed = false;
 	#respawnTimer: NodeJS.Timeout | undefined;
+	/** Set while checks wait and the pool may grow once a running check turns slow. */
+	#growTimer: NodeJS.Timeout | undefined;
 	#rapidExits = 0;
 
 	constructor(options: PoolOptions, logger: Logger) {
@@ -278,6 +287,7 @@ export class WorkerPool implements PamChecker {
 	async close(graceMs = 1000): Promise<void> {
 		this.#closed = true;
 		clearTimeout(this.#respawnTimer);
+		clearTimeout(this.#growTimer);
 		for (const job of this.#queue.splice(this.#queueHead)) {
 			job.request.password.fill(0);
 			job.resolve({ok: false, reason: 'shutting down', delayUs: 0, messages: []});
@@ -393,11 +403,52 @@ export class WorkerPool implements PamChecker {
 		return worker;
 	}
 
+	/**
+	Whether a check that waits may have a new worker: always up to `eagerWorkers`, beyond that one
+	more for each running check that has taken `slowCheckMs`. Otherwise the time until the next
+	running check turns slow, when the question is worth asking again.
+	*/
+	#mayGrow(): true | number | undefined {
+		const {maxWorkers, eagerWorkers, slowCheckMs} = this.#options;
+		const size = this.#workers.size;
+		if (size >= maxWorkers) {
+			return undefined;
+		}
+
+		if (size < eagerWorkers) {
+			return true;
+		}
+
+		const now = performance.now();
+		let slow = 0;
+		let nextSlowInMs = slowCheckMs;
+		for (const worker of this.#workers) {
+			if (worker.job) {
+				const runningMs = now - worker.jobStarted;
+				if (runningMs >= slowCheckMs) {
+					slow++;
+				} else {
+					nextSlowInMs = Math.min(nextSlowInMs, slowCheckMs - runningMs);
+				}
+			}
+		}
+
+		return size < eagerWorkers + slow ? true : nextSlowInMs;
+	}
+
 	#dispatch(): void {
 		while (this.#queuedCount > 0) {
 			let worker = this.#idle.pop();
 			if (!worker) {
-				if (this.#workers.size >= this.#options.maxWorkers) {
+				const grow = this.#mayGrow();
+				if (grow !== true) {
+					if (grow !== undefined && !this.#growTimer) {
+						this.#growTimer = setTimeout(() => {
+							this.#growTimer = undefined;
+							this.#dispatch();
+						}, Math.ceil(grow));
+					}
+
 					return;
 				}
 

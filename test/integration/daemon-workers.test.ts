@@ -5,7 +5,7 @@ import {execFileSync, spawnSync} from 'node:child_process';
 import {existsSync, readFileSync} from 'node:fs';
 import {setTimeout as delay} from 'node:timers/promises';
 import {afterEach, describe, expect, it} from 'vitest';
-import {alice, sam, services, slowUsers, users, wrongPassword} from '../fixtures/users.js';
+import {alice, crowd, sam, services, slowUsers, users, wrongPassword} from '../fixtures/users.js';
 import {connect, Daemon, readLines, rememberPassword} from '../helpers/daemon.js';
 
 const running: Daemon[] = [];
@@ -60,14 +60,44 @@ describe('no head-of-line blocking', () => {
 		expect(log['delayMs']).toBeGreaterThanOrEqual(500);
 	});
 
-	it('answers other callers while slow checks run, growing the pool', async () => {
-		const daemon = await start(['--min-workers', '1']);
+	it('answers other callers while slow checks run, growing the pool by a worker for each slow check', async () => {
+		const daemon = await start(['--min-workers', '1', '--eager-workers', '1', '--slow-check-ms', '50']);
 		const slow = slowUsers.slice(0, 6).map(async ({user, password}) => daemon.ask(user, password, 'slow'));
-		await delay(200);
+		await delay(500);
 		const started = Date.now();
 		expect(await daemon.ask(alice.user, alice.password)).toBe('ok');
 		expect(Date.now() - started).toBeLessThan(500);
+		// Six slow checks, each with its worker, and one worker more for alice's.
+		expect(workerPids(daemon)).toHaveLength(7);
 		expect(await Promise.all(slow)).toEqual(Array.from({length: 6}, () => 'ok'));
+	});
+});
+
+describe('pool growth', () => {
+	it('keeps a stack that answers fast at eagerWorkers, however many checks wait', async () => {
+		const daemon = await start(['--min-workers', '1', '--eager-workers', '2', '--slow-check-ms', '5000']);
+		const requests = Array.from({length: 100}, (_, index) => crowd[index % crowd.length]!);
+		const lines = requests.map(({user, password}) => {
+			rememberPassword(password);
+			return `${user}\r${password}\rx2gobroker\n`;
+		});
+		expect(await daemon.send(lines.join(''))).toEqual(requests.map(() => 'ok'));
+		await daemon.settled();
+		expect(new Set(daemon.requestLogs.map(entry => entry['workerPid'])).size).toBeLessThanOrEqual(2);
+		expect(workerPids(daemon).length).toBeLessThanOrEqual(2);
+	});
+
+	it('holds a check back until a running one has taken slowCheckMs, then starts a worker for it', async () => {
+		const daemon = await start(['--min-workers', '1', '--eager-workers', '1', '--slow-check-ms', '400']);
+		const slow = daemon.ask(sam.user, sam.password, 'slow');
+		await delay(50);
+		const started = Date.now();
+		expect(await daemon.ask(alice.user, alice.password)).toBe('ok');
+		const waited = Date.now() - started;
+		// Not before sam's check is 400 ms old, and well before it ends (it takes 1 s).
+		expect(waited).toBeGreaterThanOrEqual(300);
+		expect(waited).toBeLessThan(900);
+		expect(await slow).toBe('ok');
 	});
 });
 
