@@ -226,11 +226,21 @@ export function markdown(report) {
 	row('CPU per request (pipelined, 64 clients, good)', entry => (entry.protocol === 'sasl' ? 'n/a' : `${run(entry, 'pipelined', 64).cpuMsPerRequest} ms`));
 	row('resident memory idle', entry => memoryCell(entry.memoryIdle));
 	row('resident memory after the throughput runs', entry => memoryCell(entry.memoryAfterLoad));
+	if (valid.some(entry => entry.memorySettled)) {
+		row(`resident memory ${report.settleSeconds ?? 15} s later, idle`, entry => memoryCell(entry.memorySettled));
+	}
+
 	row('time from start to serving (median of the starts)', entry => `${ms(median(entry.startMs))} (${entry.startMs.length} starts)`);
 
 	if (report.loadGenerator) {
 		const lg = report.loadGenerator;
 		push('', '## The load generator alone', '', `Against a server that answers \`ok\` at once and costs next to nothing (bench/trivial-server.c, epoll): pipelined, 64 clients: ${number(lg.pipelined64.rate)} /s; one per connection: ${number(lg.oneshot8.rate)} /s with 8 clients, ${number(lg.oneshot64.rate)} /s with 64. The load generator is one Node.js process (two would do more against this server, but take twice the CPU per request from the program measured on 2 cores); it shares the cores with the program measured: its CPU use is in the JSON (\`loadCpuCores\`) for every run.`);
+	}
+
+	if (report.nodeFloor?.afterLoad) {
+		const floor = report.nodeFloor;
+		const flags = floor.flags.length > 0 ? ` (\`node ${floor.flags.join(' ')}\`, the daemon's flags)` : '';
+		push('', '## The floor of the runtime', '', `What any Node.js daemon of this shape starts from${flags}: bare Node.js waiting on a timer holds ${floor.bareIdle.totalMiB} MiB. A Node.js server that answers \`ok\` to every line at once (bench/node-floor.mjs: no PAM, no log, no limits) holds ${floor.idle.totalMiB} MiB idle and ${floor.afterLoad.totalMiB} MiB after these loads: one request per connection, 8 clients, ${number(floor.oneshot8.rate)} /s at ${floor.oneshot8.cpuMsPerRequest} ms CPU a request; pipelined, 64 clients, ${number(floor.pipelined64.rate)} /s at ${floor.pipelined64.cpuMsPerRequest} ms CPU a request. Most of a Node.js process's resident memory is the pages of the \`node\` executable itself (shared, read from the file), and a garbage-collected heap grows under load before it is collected.`);
 	}
 
 	const noisy = valid.flatMap(entry => (entry.runs ?? []).map(each => ({entry, each}))).filter(({each}) => each.otherCpuCores > 0.25);

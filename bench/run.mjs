@@ -67,6 +67,8 @@ const peerWanted = name => !only || ![...only].some(entry => peerNames.includes(
 const partial = quick || only !== undefined || option('--seconds') !== undefined;
 const results = partial ? path.join(cache, 'results') : path.join(root, 'bench/results');
 const seconds = Number(option('--seconds') ?? (quick ? 1 : 3));
+/** How long after the throughput runs memory is read again. */
+const settleSeconds = 15;
 const holSeconds = quick ? 2 : 4;
 const users = 1000;
 const clientCounts = [1, 8, 64];
@@ -355,6 +357,12 @@ async function stopTree(pid, signal = 'SIGTERM', graceMs = 5000) {
 }
 
 // --- The peers ----------------------------------------------------------------------------------
+/** Node's flags from the daemon's first line (`#!/usr/bin/env -S node FLAGS`), as its package runs it. */
+function daemonNodeFlags() {
+	const shebang = readFileSync(path.join(root, 'dist/cli/daemon.js'), 'utf8').split('\n', 1)[0];
+	return /^#!\/usr\/bin\/env -S node (.+)$/.exec(shebang)?.[1].split(/\s+/) ?? [];
+}
+
 function peerDefinitions(sandbox, prepared, directory) {
 	const env = {...process.env, ...sandbox.environment};
 	const me = os.userInfo().username;
@@ -363,11 +371,11 @@ function peerDefinitions(sandbox, prepared, directory) {
 		'pam-authservice': {
 			protocol: 'line',
 			pipelining: true,
-			note: `this project (dist/ built from the working tree), its defaults except ${raisedLimits.join(' ')}: the load generator is one uid sending thousands of failures a second over up to 10 000 connections. Logs (JSON, one line a request) to a file.`,
+			note: `this project (dist/ built from the working tree), run as its package runs it (\`node ${daemonNodeFlags().join(' ')}\`), its defaults except ${raisedLimits.join(' ')}: the load generator is one uid sending thousands of failures a second over up to 10 000 connections. Logs (JSON, one line a request) to a file.`,
 			async start({nodeFlags = [], extraArgs = []} = {}) {
 				const socket = path.join(directory, 'pam-authservice.socket');
 				const out = logFile('pam-authservice');
-				const child = spawnTracked(process.execPath, [...nodeFlags, path.join(root, 'dist/cli/daemon.js'), '--config', '/dev/null', '-s', socket,
+				const child = spawnTracked(process.execPath, [...daemonNodeFlags(), ...nodeFlags, path.join(root, 'dist/cli/daemon.js'), '--config', '/dev/null', '-s', socket,
 					'--owner', String(process.getuid()), '--group', String(process.getgid()), '--services', 'x2gobroker', 'faildelay', ...raisedLimits, ...extraArgs],
 				{env, stdio: ['ignore', out, out]});
 				closeSync(out);
@@ -583,6 +591,12 @@ async function measurePeer(name, peer) {
 			await sleep(300);
 			result.memoryAfterLoad = memory([running.pid]);
 			log(`${name}: memory idle ${result.memoryIdle.totalMiB} MiB, after load ${result.memoryAfterLoad.totalMiB} MiB (${result.memoryAfterLoad.processes.length} processes)`);
+			if (!quick) {
+				// What a garbage-collected runtime gives back once the load is over.
+				await sleep(settleSeconds * 1000);
+				result.memorySettled = memory([running.pid]);
+				log(`${name}: memory ${settleSeconds} s after the load ${result.memorySettled.totalMiB} MiB`);
+			}
 		}
 	} finally {
 		await running.stop();
@@ -666,11 +680,11 @@ async function profile(peer, prepared, directory) {
 		],
 	};
 
-	// What-ifs, each on a fresh daemon: how much the worker count, the request log and the worker
-	// replacement every 1000 checks cost.
+	// What-ifs, each on a fresh daemon: what the request log costs, what a pool that grows for every
+	// waiting check would do, and V8's young generation at Node's default size (later flags win), or
+	// V8 set to favour memory over speed.
 	result.variants = [];
-	const lean = ['--max-workers', '2', '--log-level', 'warn'];
-	for (const [nodeFlags, extraArgs] of [[[], ['--max-workers', '2']], [[], lean], [[], [...lean, '--max-checks-per-worker', '100000000']], [['--max-semi-space-size=1'], lean]]) {
+	for (const [nodeFlags, extraArgs] of [[[], ['--log-level', 'warn']], [[], ['--eager-workers', '32']], [['--max-semi-space-size=16'], []], [['--optimize-for-size'], []]]) {
 		// eslint-disable-next-line no-await-in-loop
 		const variant = await peer.start({nodeFlags, extraArgs});
 		try {
@@ -779,7 +793,7 @@ const sandbox = createPamSandbox({
 	},
 });
 
-const report = {machine: machine(), partial, openFilesLimit: nofile, quick, only: only ? [...only] : undefined, users, seconds, depth, headOfLineSeconds: holSeconds, raisedLimits, buildError: prepared.buildError, peers: []};
+const report = {machine: machine(), partial, openFilesLimit: nofile, quick, settleSeconds, only: only ? [...only] : undefined, users, seconds, depth, headOfLineSeconds: holSeconds, raisedLimits, buildError: prepared.buildError, peers: []};
 try {
 	if (scenarioWanted('selftest')) {
 		log('load generator self-test against a server that answers at once');
@@ -799,6 +813,32 @@ try {
 		}
 
 		await stopTree(trivial.pid);
+
+		// The runtime's floor: bare Node.js, idle; and a Node.js server that answers at once, with
+		// the daemon's Node.js flags, under the loads the daemon gets (rate, CPU, memory after).
+		log('the floor of the runtime: bare Node.js, and a Node.js server that answers at once');
+		const bare = spawnTracked(process.execPath, [...daemonNodeFlags(), '-e', 'setInterval(() => {}, 1000)'], {stdio: 'ignore'});
+		await sleep(1000);
+		report.nodeFloor = {flags: daemonNodeFlags(), bareIdle: memory([bare.pid])};
+		await stopTree(bare.pid);
+		const floorSocket = path.join(directory, 'node-floor.socket');
+		const floor = spawnTracked(process.execPath, [...daemonNodeFlags(), path.join(root, 'bench/node-floor.mjs'), floorSocket], {stdio: ['ignore', 'pipe', 'inherit']});
+		await new Promise((resolve, reject) => {
+			floor.stdout.once('data', resolve);
+			floor.once('exit', () => reject(new Error('the Node.js floor server did not start')));
+		});
+		await sleep(500);
+		report.nodeFloor.idle = memory([floor.pid]);
+		const floorRunning = {socket: floorSocket, pid: floor.pid};
+		for (const [key, spec] of Object.entries({oneshot8: {mode: 'oneshot', clients: 8}, pipelined64: {mode: 'pipelined', clients: 64, depth}})) {
+			// eslint-disable-next-line no-await-in-loop
+			report.nodeFloor[key] = await measuredLoad(floorRunning, {...base, ...spec, socket: floorSocket});
+			log(`Node.js floor, ${key}: ${report.nodeFloor[key].rate}/s, ${report.nodeFloor[key].cpuMsPerRequest} ms CPU a request`);
+		}
+
+		report.nodeFloor.afterLoad = memory([floor.pid]);
+		log(`Node.js floor: bare ${report.nodeFloor.bareIdle.totalMiB} MiB; server idle ${report.nodeFloor.idle.totalMiB} MiB, after load ${report.nodeFloor.afterLoad.totalMiB} MiB`);
+		await stopTree(floor.pid);
 	}
 
 	if (scenarioWanted('loop')) {

@@ -1,8 +1,13 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=2
 /**
 `pam-authserviced`: flags, environment and file → configuration → listen → signals. Takes the
 original x2gobroker-authservice's flags with the same meaning, plus one flag for every limit.
 Precedence: flags > environment (`PAM_AUTHSERVICE_<FLAG>`) > configuration file > defaults.
+
+The line above is the one place for Node's own flags; the Debian package's wrapper and the
+benchmark read them from there. `--max-semi-space-size=2` caps V8's young generation at 2 MiB a
+half (Node 20's default lets it grow to 16): after the benchmark's load the daemon kept 20 MiB less,
+at no cost in throughput that the benchmark could see.
 */
 import {spawn} from 'node:child_process';
 import {createWriteStream} from 'node:fs';

@@ -173,6 +173,14 @@ describe.skipIf(cannotPackage)('the Debian package', () => {
 		expect(field('Conflicts')).toBe('x2gobroker-authservice');
 	});
 
+	it('runs the daemon with the Node.js flags of its script\'s first line', () => {
+		const shebang = readFileSync(path.join(repositoryRoot, 'dist/cli/daemon.js'), 'utf8').split('\n')[0]!;
+		const flags = /^#!\/usr\/bin\/env -S node (.+)$/.exec(shebang)?.[1];
+		expect(flags).toMatch(/--max-semi-space-size=\d+/);
+		const wrapper = readFileSync(path.join(repositoryRoot, 'build/deb/root/usr/sbin/pam-authserviced'), 'utf8');
+		expect(wrapper).toBe(`#!/bin/sh\nexec /usr/bin/node ${flags} /usr/lib/pam-authservice/dist/cli/daemon.js "$@"\n`);
+	});
+
 	it('names the licence of every dependency it ships, with its text', () => {
 		const copyright = readFileSync(path.join(repositoryRoot, 'build/deb/root/usr/share/doc/pam-authservice/copyright'), 'utf8');
 		expect(copyright).toMatch(/^Format: https:\/\/www\.debian\.org\/doc\/packaging-manuals\/copyright-format\/1\.0\//);
