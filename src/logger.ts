@@ -32,19 +32,22 @@ export type Logging = {
 	reopen(): void;
 	/** Write out what is buffered, before the process exits. */
 	flush(): void;
+	/** Settles once the log file is open (at once for the other targets): `flush()` can write from then on. */
+	readonly ready: Promise<void>;
 };
 
-type Destination = {stream: DestinationStream; reopen(): void; flush(): void};
+type Destination = {stream: DestinationStream; reopen(): void; flush(): void; ready?: Promise<void>};
 
 /** A JSON line reaches its file or the journal this long after it was logged, at the latest. */
 export const logFlushMs = 100;
 
 /**
-JSON targets write asynchronously and in batches: lines wait until 8 KiB have gathered or
-`logFlushMs` has passed, whichever comes first, and then go out in one write. Under load one write
-a line (and the thread-pool round trip of an asynchronous write) was a fifth of the daemon's CPU for
-each request. `flush()` writes out the rest at exit; a daemon killed by SIGKILL loses at most the
-last `logFlushMs` of lines.
+JSON targets write asynchronously and in batches: `info` lines and below wait until 8 KiB have
+gathered or `logFlushMs` has passed, whichever comes first, and then go out in one write. Under
+load one write a line (and the thread-pool round trip of an asynchronous write) was a fifth of the
+daemon's CPU for each request. A warning or an error goes out at once, with what waits before it.
+`flush()` writes out the rest at exit; a daemon killed by SIGKILL loses at most the last
+`logFlushMs` of `info` lines.
 */
 function batched(boom: ReturnType<typeof pino.destination>): Destination {
 	let timer: NodeJS.Timeout | undefined;
@@ -53,10 +56,15 @@ function batched(boom: ReturnType<typeof pino.destination>): Destination {
 		boom.flush();
 	};
 
-	const stream: DestinationStream = {
+	// With this symbol set, pino tells the stream each line's level (as it does for its multistream).
+	const stream: DestinationStream & {[pino.symbols.needsMetadataGsym]: true; lastLevel?: number} = {
+		[pino.symbols.needsMetadataGsym]: true,
 		write(line: string) {
 			boom.write(line);
-			if (!timer) {
+			if ((stream.lastLevel ?? 0) >= pino.levels.values['warn']!) {
+				clearTimeout(timer);
+				flushSoon();
+			} else if (!timer) {
 				timer = setTimeout(flushSoon, logFlushMs);
 				timer.unref();
 			}
@@ -64,6 +72,15 @@ function batched(boom: ReturnType<typeof pino.destination>): Destination {
 	};
 	return {
 		stream,
+		// A file is opened asynchronously (a descriptor is `ready` on the next tick); a failure to
+		// open it is the stream's to report.
+		ready: new Promise(resolve => {
+			boom.once('ready', () => {
+				resolve();
+			}).once('error', () => {
+				resolve();
+			});
+		}),
 		reopen: () => boom.reopen(),
 		flush() {
 			clearTimeout(timer);
@@ -96,7 +113,7 @@ function destinationFor(target: LogTarget): Destination {
 }
 
 export function createLogging(options: LoggerOptions = {}): Logging {
-	const {stream, reopen, flush} = options.destination ? {stream: options.destination, reopen() {}, flush() {}} : destinationFor(options.target ?? {kind: 'stdout'});
+	const {stream, reopen, flush, ready} = options.destination ? {stream: options.destination, reopen() {}, flush() {}} : destinationFor(options.target ?? {kind: 'stdout'});
 	const logger = pino(
 		{
 			name: 'pam-authserviced',
@@ -110,5 +127,5 @@ export function createLogging(options: LoggerOptions = {}): Logging {
 		},
 		stream,
 	);
-	return {logger, reopen, flush};
+	return {logger, reopen, flush, ready: ready ?? Promise.resolve()};
 }

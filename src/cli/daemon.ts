@@ -252,6 +252,7 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
 	const {demo, pidFile: pidPath} = args;
 	let {config} = args;
 	const logging = createLogging({level: config.logLevel, target: args.logTarget});
+	await logging.ready;
 	const {logger} = logging;
 	const notifier = createNotifier(process.env, error => {
 		logger.warn({err: error}, 'cannot notify systemd');
@@ -301,7 +302,9 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
 		process.stderr.write(demo.banner);
 	}
 
-	logger.info({socketPath: listenFd === undefined ? config.socketPath : `fd ${listenFd} from systemd`, owner: config.owner, group: config.group, mode: `0o${config.socketMode.toString(8)}`, services: config.services, minWorkers: config.minWorkers, maxWorkers: config.maxWorkers}, 'serving');
+	logger.info({socketPath: listenFd === undefined ? config.socketPath : `fd ${listenFd} from systemd`, owner: config.owner, group: config.group, mode: `0o${config.socketMode.toString(8)}`, services: config.services, minWorkers: config.minWorkers, eagerWorkers: config.eagerWorkers, maxWorkers: config.maxWorkers}, 'serving');
+	// Out before anyone is told that the daemon is ready: whoever started it may look for this line.
+	logging.flush();
 	notifier.notify({READY: 1, STATUS: status(), MAINPID: process.pid});
 	const stopWatchdog = notifier.startWatchdog(status);
 	const readyFd = process.env[readyFdVariable];
