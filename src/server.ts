@@ -6,7 +6,7 @@ import net from 'node:net';
 import {performance} from 'node:perf_hooks';
 import type {Config} from './config.js';
 import {listenOnSocket, listenWith, removeSocket, type BoundSocket} from './listen.js';
-import type {Logger} from './logger.js';
+import type {LoggedCaller, Logger, RequestFields} from './logger.js';
 import type {CheckOutcome, PamChecker} from './pool.js';
 import {identifyCaller} from './caller.js';
 import {compilePolicy, type Caller} from './policy.js';
@@ -18,6 +18,8 @@ export type ServerOptions = {
 	readonly config: Config;
 	readonly logger: Logger;
 	readonly pam: PamChecker;
+	/** Where each request's line goes: `Logging.request`. @default the same line through `logger.info` */
+	readonly logRequest?: (fields: RequestFields) => void;
 };
 
 export type ServerStats = {
@@ -65,7 +67,9 @@ type Connection = {
 /** How often a repeated warning (evictions, refusals) may be logged. */
 const warningIntervalMs = 10_000;
 
-export function createServer({config: initialConfig, logger, pam}: ServerOptions): AuthServer {
+export function createServer({config: initialConfig, logger, pam, logRequest = fields => {
+	logger.info(fields, 'request');
+}}: ServerOptions): AuthServer {
 	let config = initialConfig;
 	const connections = new Map<number, Connection>();
 	const heldFailures = new Map<NodeJS.Timeout, () => void>();
@@ -208,9 +212,8 @@ export function createServer({config: initialConfig, logger, pam}: ServerOptions
 			}
 
 			if (line === 'overlong') {
-				stats.requests++;
 				stats.fail++;
-				logger.info({conn: connection.id, caller: describeCaller(connection.caller), result: 'fail', reason: `malformed: line longer than ${config.maxLineBytes} bytes`}, 'request');
+				logRequest({request: ++stats.requests, conn: connection.id, reason: `malformed: line longer than ${config.maxLineBytes} bytes`, caller: describeCaller(connection.caller), result: 'fail', durationMs: 0});
 				slots.push({answer: answers.fail});
 				connection.closing = true;
 				break;
@@ -326,8 +329,20 @@ export function createServer({config: initialConfig, logger, pam}: ServerOptions
 	function answer(connection: Connection, slot: Slot, ok: boolean, log: AnswerLog): void {
 		slot.answer = ok ? answers.ok : answers.fail;
 		stats[ok ? 'ok' : 'fail']++;
-		const {outcome, started, caller, ...fields} = log;
-		logger.info({...fields, caller: caller && describeCaller(caller), result: ok ? 'ok' : 'fail', durationMs: Math.round((performance.now() - started) * 1000) / 1000, workerPid: outcome?.workerPid}, 'request');
+		const {outcome, caller} = log;
+		logRequest({
+			request: log.request,
+			conn: log.conn,
+			user: log.user,
+			service: log.service,
+			reason: log.reason,
+			shape: log.shape,
+			caller: caller && describeCaller(caller),
+			result: ok ? 'ok' : 'fail',
+			durationMs: Math.round((performance.now() - log.started) * 1000) / 1000,
+			delayMs: log.delayMs,
+			workerPid: outcome?.workerPid,
+		});
 		if (outcome && outcome.messages.length > 0) {
 			logger.debug({request: log.request, pamMessages: outcome.messages}, 'PAM messages');
 		}
@@ -364,8 +379,8 @@ export function createServer({config: initialConfig, logger, pam}: ServerOptions
 		}
 	}
 
-	function describeCaller(caller: Caller): {pid: number; uid: number; user: string; exe?: string} {
-		return {pid: caller.pid, uid: caller.uid, user: caller.userName, ...(caller.exe ? {exe: caller.exe} : {})};
+	function describeCaller(caller: Caller): LoggedCaller {
+		return {pid: caller.pid, uid: caller.uid, user: caller.userName, exe: caller.exe};
 	}
 
 	return {

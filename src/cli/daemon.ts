@@ -282,7 +282,7 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
 
 	const listenFd = takeListenFd(process.env);
 	const pam = new WorkerPool(config, logger);
-	const server = createServer({config, logger, pam});
+	const server = createServer({config, logger, pam, logRequest: logging.request});
 	try {
 		await server.listen(listenFd);
 	} catch (error) {

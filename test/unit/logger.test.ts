@@ -1,13 +1,14 @@
 /**
-The log file target: `info` lines wait to go out in one write, warnings go out at once, and
-`flush()` leaves nothing behind.
+The request line, written without pino's serializer, is the line pino would write. The log file
+target: `info` lines wait to go out in one write, warnings go out at once, and `flush()` leaves
+nothing behind.
 */
 import {mkdtempSync, readFileSync, rmSync} from 'node:fs';
 import {tmpdir} from 'node:os';
 import path from 'node:path';
 import {setTimeout as delay} from 'node:timers/promises';
 import {afterEach, describe, expect, it} from 'vitest';
-import {createLogging, logFlushMs} from '../../src/logger.js';
+import {createLogging, logFlushMs, type RequestFields} from '../../src/logger.js';
 
 const directories: string[] = [];
 
@@ -47,6 +48,46 @@ async function waitFor(condition: () => boolean, timeoutMs: number): Promise<num
 
 	return Date.now() - started;
 }
+
+/** What `logging.request()` and `logger.info(fields, 'request')` write for the same fields, time left out. */
+function bothWays(fields: RequestFields): {ours: string; pinos: string} {
+	const lines: string[] = [];
+	const logging = createLogging({level: 'info', destination: {write: line => lines.push(line)}});
+	logging.request(fields);
+	logging.logger.info(fields, 'request');
+	expect(lines).toHaveLength(2);
+	const withoutTime = (line: string) => {
+		expect(line.endsWith('}\n')).toBe(true);
+		return line.replace(/,"time":"[^"]+"/, '');
+	};
+
+	return {ours: withoutTime(lines[0]!), pinos: withoutTime(lines[1]!)};
+}
+
+describe('the request line', () => {
+	const caller = {pid: 4242, uid: 1000, user: 'x2gobroker', exe: '/usr/bin/python3.11'};
+	it.each<[string, RequestFields]>([
+		['a check', {request: 7, conn: 3, user: 'alice', service: 'x2gobroker', reason: 'pam: success', caller, result: 'ok', durationMs: 0.123, workerPid: 99}],
+		['a held failure', {request: 8, conn: 3, user: 'alice', service: 'x2gobroker', reason: 'pam_authenticate: Authentication failure', caller, result: 'fail', durationMs: 2001.5, delayMs: 2000, workerPid: 99}],
+		['a malformed line', {request: 9, conn: 4, reason: 'malformed: 2 fields', shape: 'fields=2 lengths=5,0', caller: {pid: 1, uid: 0, user: 'root'}, result: 'fail', durationMs: 0}],
+		['an unknown caller', {request: 10, conn: 5, user: 'bob', service: 'sshd', reason: 'service not allowed', caller: {pid: 0, uid: -1, user: '?'}, result: 'fail', durationMs: 0.01}],
+		['hostile text', {request: 11, conn: 6, user: 'a"b\\c\n\u2028\u0000\u001F\u00e9\u{1F600}\ud800', service: '</script>', reason: 'x', caller: {...caller, exe: '/tmp/evil "name"\n'}, result: 'fail', durationMs: 1}],
+	])('is the line pino writes, for %s', (_, fields) => {
+		const {ours, pinos} = bothWays(fields);
+		expect(JSON.parse(ours)).toEqual(JSON.parse(pinos));
+		// The same keys in the same order, so that the two cannot be told apart.
+		expect(Object.keys(JSON.parse(ours) as object)).toEqual(Object.keys(JSON.parse(pinos) as object));
+	});
+
+	it('is not written when the level is above info', () => {
+		const lines: string[] = [];
+		const logging = createLogging({level: 'warn', destination: {write: line => lines.push(line)}});
+		logging.request({request: 1, conn: 1, reason: 'x', result: 'ok', durationMs: 0});
+		logging.logger.level = 'info';
+		logging.request({request: 2, conn: 1, reason: 'x', result: 'ok', durationMs: 0});
+		expect(lines.map(line => (JSON.parse(line) as {request: number}).request)).toEqual([2]);
+	});
+});
 
 describe('the log file', () => {
 	it('holds info lines back for at most logFlushMs, then writes them together', async () => {
