@@ -3,7 +3,8 @@ The pool of PAM worker processes (`pam-authservice-worker`, C), supervised as Do
 its auth workers. Processes, not threads: libpam loads modules under a process-wide lock, a module
 that crashes or hangs must not take the daemon with it, and some modules are not thread-safe.
 
-Each worker runs one check at a time. The pool grows on demand to `eagerWorkers`, and beyond
+Each worker runs one check at a time. The pool grows on demand to `eagerWorkers` (two a CPU unless
+set), and beyond
 that, up to `maxWorkers`, by one worker for each check that has run `slowCheckMs`: a stack that
 waits (LDAP, Kerberos, pam_exec) gets workers for its waiting checks, while a stack that computes
 gains nothing from more workers than cores but their memory. It shrinks to `minWorkers` when idle,
@@ -12,6 +13,7 @@ one after `maxChecksPerWorker` checks.
 */
 import {spawn, type ChildProcessByStdio} from 'node:child_process';
 import {readdirSync, readFileSync} from 'node:fs';
+import {availableParallelism} from 'node:os';
 import {performance} from 'node:perf_hooks';
 import type {Readable, Writable} from 'node:stream';
 import type {Config} from './config.js';
@@ -266,6 +268,11 @@ export class WorkerPool implements PamChecker {
 		return this.#options;
 	}
 
+	/** `eagerWorkers`, or two a CPU when it is 0: enough to keep every core busy with checks that compute. */
+	get eagerWorkers(): number {
+		return this.#options.eagerWorkers || 2 * availableParallelism();
+	}
+
 	/** New limits for what follows: the pool grows or shrinks to them as workers come free. */
 	reconfigure(options: PoolOptions): void {
 		this.#options = options;
@@ -409,7 +416,8 @@ export class WorkerPool implements PamChecker {
 	running check turns slow, when the question is worth asking again.
 	*/
 	#mayGrow(): true | number | undefined {
-		const {maxWorkers, eagerWorkers, slowCheckMs} = this.#options;
+		const {maxWorkers, slowCheckMs} = this.#options;
+		const eagerWorkers = this.eagerWorkers;
 		const size = this.#workers.size;
 		if (size >= maxWorkers) {
 			return undefined;

@@ -302,7 +302,7 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
 		process.stderr.write(demo.banner);
 	}
 
-	logger.info({socketPath: listenFd === undefined ? config.socketPath : `fd ${listenFd} from systemd`, owner: config.owner, group: config.group, mode: `0o${config.socketMode.toString(8)}`, services: config.services, minWorkers: config.minWorkers, eagerWorkers: config.eagerWorkers, maxWorkers: config.maxWorkers}, 'serving');
+	logger.info({socketPath: listenFd === undefined ? config.socketPath : `fd ${listenFd} from systemd`, owner: config.owner, group: config.group, mode: `0o${config.socketMode.toString(8)}`, services: config.services, minWorkers: config.minWorkers, eagerWorkers: pam.eagerWorkers, maxWorkers: config.maxWorkers}, 'serving');
 	// Out before anyone is told that the daemon is ready: whoever started it may look for this line.
 	logging.flush();
 	notifier.notify({READY: 1, STATUS: status(), MAINPID: process.pid});

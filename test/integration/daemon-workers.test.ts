@@ -3,6 +3,7 @@ The worker pool under the daemon: slow checks, dead and hung workers, replacemen
 */
 import {execFileSync, spawnSync} from 'node:child_process';
 import {existsSync, readFileSync} from 'node:fs';
+import {availableParallelism} from 'node:os';
 import {setTimeout as delay} from 'node:timers/promises';
 import {afterEach, describe, expect, it} from 'vitest';
 import {alice, crowd, sam, services, slowUsers, users, wrongPassword} from '../fixtures/users.js';
@@ -83,8 +84,24 @@ describe('pool growth', () => {
 		});
 		expect(await daemon.send(lines.join(''))).toEqual(requests.map(() => 'ok'));
 		await daemon.settled();
-		expect(new Set(daemon.requestLogs.map(entry => entry['workerPid'])).size).toBeLessThanOrEqual(2);
-		expect(workerPids(daemon).length).toBeLessThanOrEqual(2);
+		expect(new Set(daemon.requestLogs.map(entry => entry['workerPid'])).size).toBe(2);
+		expect(workerPids(daemon)).toHaveLength(2);
+	});
+
+	it('takes two workers a CPU for eagerWorkers 0, its default', async () => {
+		const daemon = await start(['--min-workers', '1', '--slow-check-ms', '5000']);
+		const serving = await daemon.waitForLog(entry => entry.msg === 'serving');
+		expect(serving['eagerWorkers']).toBe(2 * availableParallelism());
+		// More checks at once than that: each worker it may start (maxWorkers is 32) gets one of them.
+		const workers = Math.min(2 * availableParallelism(), 32);
+		const requests = Array.from({length: 2 * workers + 8}, (_, index) => crowd[index % crowd.length]!);
+		const lines = requests.map(({user, password}) => {
+			rememberPassword(password);
+			return `${user}\r${password}\rx2gobroker\n`;
+		});
+		expect(await daemon.send(lines.join(''))).toEqual(requests.map(() => 'ok'));
+		await daemon.settled();
+		expect(new Set(daemon.requestLogs.map(entry => entry['workerPid'])).size).toBe(workers);
 	});
 
 	it('holds a check back until a running one has taken slowCheckMs, then starts a worker for it', async () => {
