@@ -40,7 +40,7 @@ function mismatchTotal(report) {
 	};
 
 	for (const entry of report.peers) {
-		for (const outcome of entry.runs ?? []) {
+		for (const outcome of [...entry.warmup ?? [], ...entry.runs ?? []]) {
 			add(outcome);
 		}
 
@@ -170,7 +170,7 @@ export function markdown(report) {
 	const push = (...more) => lines.push(...more);
 	push(`# pam-authservice benchmark, ${machine.date.slice(0, 10)}${report.partial ? ' (partial run: --quick/--only)' : ''}`, '');
 	push(`${machine.nproc} cores (${machine.cpu}), Node ${machine.node}, Linux ${machine.kernel}; load average at start ${machine.loadAverageAtStart.join(' ')}.`);
-	push(`One PAM stack for every program: pam_wrapper + pam_matrix, ${number(report.users)} users (service \`x2gobroker\`: auth and account by pam_matrix). ${report.seconds} s a throughput run; pipelined runs keep ${report.depth} requests in flight per connection. Every answer is checked (good password → ok, wrong → fail).`);
+	push(`One PAM stack for every program: pam_wrapper + pam_matrix, ${number(report.users)} users (service \`x2gobroker\`: auth and account by pam_matrix). ${report.seconds} s a throughput run, after ${report.warmupSeconds ?? 0} s of unmeasured load in each mode (a JIT compiles, pools and pre-forked servers start their processes: every program gets the same); pipelined runs keep ${report.depth} requests in flight per connection. Every answer is checked (good password → ok, wrong → fail).`);
 	if (report.buildError) {
 		push(`**${report.buildError}.**`);
 	}

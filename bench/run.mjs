@@ -67,6 +67,8 @@ const peerWanted = name => !only || ![...only].some(entry => peerNames.includes(
 const partial = quick || only !== undefined || option('--seconds') !== undefined;
 const results = partial ? path.join(cache, 'results') : path.join(root, 'bench/results');
 const seconds = Number(option('--seconds') ?? (quick ? 1 : 3));
+/** Unmeasured load before the throughput runs of each mode. */
+const warmupSeconds = quick ? 0.5 : 2;
 /** How long after the throughput runs memory is read again. */
 const settleSeconds = 15;
 const holSeconds = quick ? 2 : 4;
@@ -463,7 +465,11 @@ async function sanity(peer, running) {
 // --- Scenarios ----------------------------------------------------------------------------------
 async function throughput(name, peer, running, result) {
 	result.runs = [];
+	result.warmup = [];
 	for (const mode of peer.pipelining ? ['oneshot', 'pipelined'] : ['oneshot']) {
+		// Not measured: the first seconds of a JIT runtime are slower, and a pool starts workers.
+		// eslint-disable-next-line no-await-in-loop
+		result.warmup.push(await load({socket: running.socket, protocol: peer.protocol, mode, clients: 8, depth, seconds: warmupSeconds, wrongShare: 0.5}));
 		for (const wrongShare of [0, 0.5]) {
 			for (const clients of clientCounts) {
 				// eslint-disable-next-line no-await-in-loop
@@ -692,6 +698,12 @@ async function profile(peer, prepared, directory) {
 			// eslint-disable-next-line no-await-in-loop
 			await sleep(500);
 			const idleMiB = memory([variant.pid]).totalMiB;
+			for (const mode of ['oneshot', 'pipelined']) {
+				// Warmed up as the daemon of the main table was.
+				// eslint-disable-next-line no-await-in-loop
+				await load({socket: variant.socket, protocol: 'line', mode, clients: 8, depth, seconds: warmupSeconds, wrongShare: 0.5});
+			}
+
 			// eslint-disable-next-line no-await-in-loop
 			const pipelined = await measuredLoad(variant, {protocol: 'line', mode: 'pipelined', clients: 64, depth, seconds, wrongShare: 0});
 			// eslint-disable-next-line no-await-in-loop
@@ -794,7 +806,7 @@ const sandbox = createPamSandbox({
 	},
 });
 
-const report = {machine: machine(), partial, openFilesLimit: nofile, quick, settleSeconds, only: only ? [...only] : undefined, users, seconds, depth, headOfLineSeconds: holSeconds, raisedLimits, buildError: prepared.buildError, peers: []};
+const report = {machine: machine(), partial, openFilesLimit: nofile, quick, settleSeconds, warmupSeconds, only: only ? [...only] : undefined, users, seconds, depth, headOfLineSeconds: holSeconds, raisedLimits, buildError: prepared.buildError, peers: []};
 try {
 	if (scenarioWanted('selftest')) {
 		log('load generator self-test against a server that answers at once');
