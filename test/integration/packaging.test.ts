@@ -229,6 +229,7 @@ main=$(systemctl show -p MainPID --value pam-authservice.service)
 worker=$(pgrep -P "$main" | head -1)
 result capabilities "$(grep CapEff /proc/$main/status | cut -f2) $(grep CapEff /proc/$worker/status | cut -f2)"
 result seccomp "$(grep -E '^(Seccomp|NoNewPrivs):' /proc/$main/status | cut -f2 | tr '\n' ' ')"
+result policies "$(chrt -p "$main" | sed -n 's/.*scheduling policy: //p') $(chrt -p "$worker" | sed -n 's/.*scheduling policy: //p')"
 result status "$(systemctl show -p StatusText --value pam-authservice.service)"
 result watchdog "$(systemctl show -p WatchdogUSec --value pam-authservice.service)"
 result exposure "$(systemd-analyze security pam-authservice.service | sed -n 's/.*Overall exposure level for pam-authservice.service: \([0-9.]*\).*/\1/p')"
@@ -298,6 +299,8 @@ exec systemd-nspawn --quiet --directory="$root" --boot --register=no --keep-unit
 			expired: 'fail 1',
 			capabilities: '0000000000000000 0000000000000000',
 			seccomp: '1 2',
+			// The seccomp filter lets the worker take SCHED_BATCH (RestrictRealtime= still forbids realtime).
+			policies: 'SCHED_OTHER SCHED_BATCH',
 			watchdog: '30s',
 			reloaded: `${results.get('mainpid')} active`,
 			restarted: '1 ok 0',

@@ -172,6 +172,19 @@ describe('the worker process', () => {
 		expect(await exited).toBe(0);
 	});
 
+	it('runs as SCHED_BATCH: woken by a request, it does not preempt the daemon', async () => {
+		const worker = startWorker();
+		const exited = worker.exit;
+		const pending = worker.next();
+		worker.stdin.write(encodeRequest({service: Buffer.from('x2gobroker'), user: Buffer.from(alice.user), password: Buffer.from(alice.password)}));
+		expect(await pending).toMatchObject({pamCode: 0, step: 'none'});
+		// The 41st field of /proc/PID/stat is the policy: 3 is SCHED_BATCH.
+		const fields = readFileSync(`/proc/${worker.pid}/stat`, 'latin1').split(') ')[1]!.split(' ');
+		expect(fields[41 - 3]).toBe('3');
+		worker.stdin.end();
+		expect(await exited).toBe(0);
+	});
+
 	it('dies with its parent, even while its stdin stays open', async () => {
 		// The worker's stdin is our pipe, which stays open: only PR_SET_PDEATHSIG can end it.
 		const script = `const w = require('child_process').spawn(process.argv[1], [], {stdio: ['inherit', 'ignore', 'ignore']}); console.log(w.pid); setInterval(() => {}, 1000);`;
