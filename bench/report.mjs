@@ -234,7 +234,7 @@ export function markdown(report) {
 
 	if (report.loadGenerator) {
 		const lg = report.loadGenerator;
-		push('', '## The load generator alone', '', `Against a server that answers \`ok\` at once and costs next to nothing (bench/trivial-server.c, epoll): pipelined, 64 clients: ${number(lg.pipelined64.rate)} /s; one per connection: ${number(lg.oneshot8.rate)} /s with 8 clients, ${number(lg.oneshot64.rate)} /s with 64. The load generator is one Node.js process (two would do more against this server, but take twice the CPU per request from the program measured on 2 cores); it shares the cores with the program measured: its CPU use is in the JSON (\`loadCpuCores\`) for every run.`);
+		push('', '## The load generator alone', '', `Against a server that answers \`ok\` at once and costs next to nothing (bench/trivial-server.c, epoll): pipelined, 64 clients: ${number(lg.pipelined64.rate)} /s; one per connection: ${number(lg.oneshot8.rate)} /s with 8 clients, ${number(lg.oneshot64.rate)} /s with 64. The load generator is one process: bench/oneshot-load.c (C, epoll) for one request per connection, where a Node.js client connection cost 40 µs of CPU, and bench/load.mjs (Node.js) for pipelined requests. It shares the cores with the program measured: its CPU use is in the JSON (\`loadCpuCores\`) for every run.`);
 	}
 
 	if (report.nodeFloor?.afterLoad) {

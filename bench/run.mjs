@@ -67,6 +67,8 @@ const peerWanted = name => !only || ![...only].some(entry => peerNames.includes(
 const partial = quick || only !== undefined || option('--seconds') !== undefined;
 const results = partial ? path.join(cache, 'results') : path.join(root, 'bench/results');
 const seconds = Number(option('--seconds') ?? (quick ? 1 : 3));
+/** The C load generator for one request per connection (bench/oneshot-load.c), once built. */
+let oneshotGenerator;
 /** Unmeasured load before the throughput runs of each mode. */
 const warmupSeconds = quick ? 0.5 : 2;
 /** How long after the throughput runs memory is read again. */
@@ -221,9 +223,10 @@ function setup(quickSetup) {
 
 	const loop = compile('pam-loop', '-lpam', '-lpthread');
 	const trivialServer = compile('trivial-server');
+	const oneshotLoad = compile('oneshot-load', '-lm');
 
 	const perf = spawnSync('perf', ['--version'], {encoding: 'utf8'}).status === 0;
-	return {site, script, loop, trivialServer, x2goVersion, perf, buildError};
+	return {site, script, loop, trivialServer, oneshotLoad, x2goVersion, perf, buildError};
 }
 
 // --- Processes ----------------------------------------------------------------------------------
@@ -426,8 +429,12 @@ function peerDefinitions(sandbox, prepared, directory) {
 async function load(spec) {
 	// One load generator process: two (spec.processes) do more against the trivial server, but on
 	// 2 cores they take twice the CPU per request from the program measured (saslauthd, 8 clients:
-	// 5 000 /s instead of 7 900 /s).
-	const child = spawn(process.execPath, [path.join(root, 'bench/load.mjs'), JSON.stringify({users, timeoutMs: 10_000, ...spec})], {stdio: ['ignore', 'pipe', 'inherit']});
+	// 5 000 /s instead of 7 900 /s). One request per connection is the C generator's (a Node.js
+	// client connection cost 40 µs of CPU); pipelined is load.mjs's.
+	const full = {users, timeoutMs: 10_000, ...spec};
+	const child = full.mode === 'oneshot' && oneshotGenerator && !full.processes && !full.emitLatencies
+		? spawn(oneshotGenerator, [full.socket, full.protocol ?? 'line', String(full.clients), String(full.seconds ?? 0), String(full.count ?? 0), String(full.wrongShare ?? 0), String(full.users), full.service ?? 'x2gobroker', String(full.timeoutMs)], {stdio: ['ignore', 'pipe', 'inherit']})
+		: spawn(process.execPath, [path.join(root, 'bench/load.mjs'), JSON.stringify(full)], {stdio: ['ignore', 'pipe', 'inherit']});
 	started.add(child.pid);
 	let output = '';
 	child.stdout.on('data', chunk => {
@@ -793,6 +800,7 @@ if (flag('--render')) {
 }
 
 const prepared = setup(flag('--no-setup'));
+oneshotGenerator = prepared.oneshotLoad;
 const {createPamSandbox, matrixStack} = await import(path.join(root, 'dist/sandbox.js'));
 const directory = path.join(os.tmpdir(), `pam-authservice-bench-${process.pid}`);
 mkdirSync(directory, {recursive: true});
