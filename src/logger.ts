@@ -147,7 +147,7 @@ function text(key: string, value: string | undefined): string {
 	return value === undefined ? '' : `,"${key}":${JSON.stringify(value)}`;
 }
 
-function integer(key: string, value: number | undefined): string {
+function numeric(key: string, value: number | undefined): string {
 	return value === undefined ? '' : `,"${key}":${Number.isFinite(value) ? value : null}`;
 }
 
@@ -155,7 +155,7 @@ function integer(key: string, value: number | undefined): string {
 export function requestLine(fields: RequestFields, pid: number, time: string): string {
 	const {caller} = fields;
 	const callerJson = caller ? `,"caller":{"pid":${caller.pid},"uid":${caller.uid}${text('user', caller.user)}${text('exe', caller.exe)}}` : '';
-	return `{"level":"info"${time},"pid":${pid},"name":"${name}"${integer('request', fields.request)}${integer('conn', fields.conn)}${text('user', fields.user)}${text('service', fields.service)}${text('reason', fields.reason)}${text('shape', fields.shape)}${callerJson}${text('result', fields.result)}${integer('durationMs', fields.durationMs)}${integer('delayMs', fields.delayMs)}${integer('workerPid', fields.workerPid)},"msg":"request"}\n`;
+	return `{"level":"info"${time},"pid":${pid},"name":"${name}"${numeric('request', fields.request)}${numeric('conn', fields.conn)}${text('user', fields.user)}${text('service', fields.service)}${text('reason', fields.reason)}${text('shape', fields.shape)}${callerJson}${text('result', fields.result)}${numeric('durationMs', fields.durationMs)}${numeric('delayMs', fields.delayMs)}${numeric('workerPid', fields.workerPid)},"msg":"request"}\n`;
 }
 
 export function createLogging(options: LoggerOptions = {}): Logging {

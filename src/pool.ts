@@ -4,12 +4,11 @@ its auth workers. Processes, not threads: libpam loads modules under a process-w
 that crashes or hangs must not take the daemon with it, and some modules are not thread-safe.
 
 Each worker runs one check at a time. The pool grows on demand to `eagerWorkers` (two a CPU unless
-set), and beyond
-that, up to `maxWorkers`, by one worker for each check that has run `slowCheckMs`: a stack that
-waits (LDAP, Kerberos, pam_exec) gets workers for its waiting checks, while a stack that computes
-gains nothing from more workers than cores but their memory. It shrinks to `minWorkers` when idle,
-queues at most `maxQueuedChecks`, kills a worker whose check outlives `checkTimeoutMs` and replaces
-one after `maxChecksPerWorker` checks.
+set), and beyond that, up to `maxWorkers`, by one worker for each check that has run `slowCheckMs`:
+a stack that waits (LDAP, Kerberos, pam_exec) gets workers for its waiting checks, while a stack
+that computes gains nothing from more workers than cores but their memory. It shrinks to
+`minWorkers` when idle, queues at most `maxQueuedChecks`, kills a worker whose check outlives
+`checkTimeoutMs` and replaces one after `maxChecksPerWorker` checks.
 */
 import {spawn, type ChildProcessByStdio} from 'node:child_process';
 import {readdirSync, readFileSync} from 'node:fs';
