@@ -43,6 +43,12 @@ export function rememberPassword(password: string): void {
 	}
 }
 
+/** One request line, its password remembered for the log check. */
+export function requestLine(user: string, password: string, service = 'x2gobroker'): string {
+	rememberPassword(password);
+	return `${user}\r${password}\r${service}\n`;
+}
+
 export class Daemon {
 	readonly logs: LogLine[] = [];
 	readonly stderr: string[] = [];
@@ -161,8 +167,7 @@ export class Daemon {
 
 	/** One request on a fresh connection, as x2gobroker's own client asks. */
 	async ask(user: string, password: string, service = 'x2gobroker'): Promise<string> {
-		rememberPassword(password);
-		const [answer] = await this.send(`${user}\r${password}\r${service}\n`);
+		const [answer] = await this.send(requestLine(user, password, service));
 		return answer ?? '';
 	}
 

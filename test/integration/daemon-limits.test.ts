@@ -4,7 +4,7 @@ Every connection limit, each on a daemon started with a small value of it.
 import {setTimeout as delay} from 'node:timers/promises';
 import {afterEach, describe, expect, it} from 'vitest';
 import {alice, sam, services, slowUsers, users, wrongPassword} from '../fixtures/users.js';
-import {closedByServer, connect, Daemon, readLines, rememberPassword} from '../helpers/daemon.js';
+import {closedByServer, connect, Daemon, readLines, requestLine as line} from '../helpers/daemon.js';
 
 const running: Daemon[] = [];
 
@@ -17,11 +17,6 @@ async function start(args: string[], wrapper?: string[]): Promise<Daemon> {
 afterEach(async () => {
 	await Promise.all(running.splice(0).map(async daemon => daemon.stop()));
 });
-
-const line = (user: string, password: string, service = 'x2gobroker') => {
-	rememberPassword(password);
-	return `${user}\r${password}\r${service}\n`;
-};
 
 describe('maxLineBytes', () => {
 	it('answers fail to a line over the limit and closes the connection, holding no more than the limit', async () => {

@@ -5,7 +5,7 @@ check, end to end.
 import {setTimeout as delay} from 'node:timers/promises';
 import {afterAll, beforeAll, describe, expect, it} from 'vitest';
 import {alice, carol, dave, sam, services, users, wrongPassword} from '../fixtures/users.js';
-import {closedByServer, connect, Daemon, readLines, rememberPassword} from '../helpers/daemon.js';
+import {closedByServer, connect, Daemon, readLines, rememberPassword, requestLine as line} from '../helpers/daemon.js';
 
 let daemon: Daemon;
 
@@ -16,11 +16,6 @@ beforeAll(async () => {
 afterAll(async () => {
 	await daemon?.stop();
 });
-
-const line = (user: string, password: string, service = 'x2gobroker') => {
-	rememberPassword(password);
-	return `${user}\r${password}\r${service}\n`;
-};
 
 describe('the PAM check', () => {
 	it('answers ok for the right password and fail for a wrong one or an unknown user', async () => {

@@ -7,7 +7,7 @@ import {availableParallelism} from 'node:os';
 import {setTimeout as delay} from 'node:timers/promises';
 import {afterEach, describe, expect, it} from 'vitest';
 import {alice, crowd, sam, services, slowUsers, users, wrongPassword} from '../fixtures/users.js';
-import {connect, Daemon, readLines, rememberPassword} from '../helpers/daemon.js';
+import {connect, Daemon, readLines, requestLine} from '../helpers/daemon.js';
 
 const running: Daemon[] = [];
 
@@ -78,11 +78,7 @@ describe('pool growth', () => {
 	it('keeps a stack that answers fast at eagerWorkers, however many checks wait', async () => {
 		const daemon = await start(['--min-workers', '1', '--eager-workers', '2', '--slow-check-ms', '5000']);
 		const requests = Array.from({length: 100}, (_, index) => crowd[index % crowd.length]!);
-		const lines = requests.map(({user, password}) => {
-			rememberPassword(password);
-			return `${user}\r${password}\rx2gobroker\n`;
-		});
-		expect(await daemon.send(lines.join(''))).toEqual(requests.map(() => 'ok'));
+		expect(await daemon.send(requests.map(({user, password}) => requestLine(user, password)).join(''))).toEqual(requests.map(() => 'ok'));
 		await daemon.settled();
 		expect(new Set(daemon.requestLogs.map(entry => entry['workerPid'])).size).toBe(2);
 		expect(workerPids(daemon)).toHaveLength(2);
@@ -95,11 +91,7 @@ describe('pool growth', () => {
 		// More checks at once than that: each worker it may start (maxWorkers is 32) gets one of them.
 		const workers = Math.min(2 * availableParallelism(), 32);
 		const requests = Array.from({length: 2 * workers + 8}, (_, index) => crowd[index % crowd.length]!);
-		const lines = requests.map(({user, password}) => {
-			rememberPassword(password);
-			return `${user}\r${password}\rx2gobroker\n`;
-		});
-		expect(await daemon.send(lines.join(''))).toEqual(requests.map(() => 'ok'));
+		expect(await daemon.send(requests.map(({user, password}) => requestLine(user, password)).join(''))).toEqual(requests.map(() => 'ok'));
 		await daemon.settled();
 		expect(new Set(daemon.requestLogs.map(entry => entry['workerPid'])).size).toBe(workers);
 	});
@@ -211,10 +203,8 @@ describe('SIGTERM', () => {
 		const daemon = await start();
 		const socket = await connect(daemon.socketPath);
 		const [first, second] = slowUsers as [typeof sam, typeof sam];
-		rememberPassword(first.password);
-		rememberPassword(second.password);
 		const answers = readLines(socket, 3, 10_000);
-		socket.write(`${first.user}\r${first.password}\rslow\n${second.user}\r${second.password}\rslow\nalice\r${wrongPassword}\rx2gobroker\n`);
+		socket.write(requestLine(first.user, first.password, 'slow') + requestLine(second.user, second.password, 'slow') + requestLine(alice.user, wrongPassword));
 		await delay(200);
 		daemon.process.kill('SIGTERM');
 		expect(await answers).toEqual(['ok', 'ok', 'fail']);
