@@ -54,6 +54,8 @@ type Connection = {
 	readonly id: number;
 	readonly socket: net.Socket;
 	readonly caller: Caller;
+	/** The caller as every request line of this connection shows it. */
+	readonly loggedCaller: LoggedCaller;
 	readonly reader: LineReader;
 	/** Answers owed, in request order. */
 	readonly slots: Slot[];
@@ -128,6 +130,7 @@ export function createServer({config: initialConfig, logger, pam, logRequest = f
 			id,
 			socket,
 			caller,
+			loggedCaller: describeCaller(caller),
 			reader: new LineReader(config.maxLineBytes),
 			slots: [],
 			idleTimer: setTimeout(() => {
@@ -213,7 +216,7 @@ export function createServer({config: initialConfig, logger, pam, logRequest = f
 
 			if (line === 'overlong') {
 				stats.fail++;
-				logRequest({request: ++stats.requests, conn: connection.id, reason: `malformed: line longer than ${config.maxLineBytes} bytes`, caller: describeCaller(connection.caller), result: 'fail', durationMs: 0});
+				logRequest({request: ++stats.requests, conn: connection.id, reason: `malformed: line longer than ${config.maxLineBytes} bytes`, caller: connection.loggedCaller, result: 'fail', durationMs: 0});
 				slots.push({answer: answers.fail});
 				connection.closing = true;
 				break;
@@ -247,13 +250,13 @@ export function createServer({config: initialConfig, logger, pam, logRequest = f
 		const parsed = parseRequest(line, config);
 		if (parsed.kind === 'malformed') {
 			line.fill(0);
-			answer(connection, slot, false, {request, conn: connection.id, caller: connection.caller, reason: `malformed: ${parsed.reason}`, shape: parsed.shape, started});
+			answer(connection, slot, false, {request, reason: `malformed: ${parsed.reason}`, shape: parsed.shape, started});
 			return;
 		}
 
 		const user = parsed.user.toString('utf8');
 		const service = parsed.service.toString('utf8');
-		const base = {request, conn: connection.id, caller: connection.caller, user, service, started};
+		const base = {request, user, service, started};
 		if (!allowedServices.has(service)) {
 			line.fill(0);
 			answer(connection, slot, false, {...base, reason: 'service not allowed'});
@@ -315,10 +318,8 @@ export function createServer({config: initialConfig, logger, pam, logRequest = f
 
 	type AnswerLog = {
 		readonly request: number;
-		readonly conn: number;
 		readonly reason: string;
 		readonly started: number;
-		readonly caller?: Caller;
 		readonly user?: string;
 		readonly service?: string;
 		readonly shape?: string;
@@ -329,15 +330,15 @@ export function createServer({config: initialConfig, logger, pam, logRequest = f
 	function answer(connection: Connection, slot: Slot, ok: boolean, log: AnswerLog): void {
 		slot.answer = ok ? answers.ok : answers.fail;
 		stats[ok ? 'ok' : 'fail']++;
-		const {outcome, caller} = log;
+		const {outcome} = log;
 		logRequest({
 			request: log.request,
-			conn: log.conn,
+			conn: connection.id,
 			user: log.user,
 			service: log.service,
 			reason: log.reason,
 			shape: log.shape,
-			caller: caller && describeCaller(caller),
+			caller: connection.loggedCaller,
 			result: ok ? 'ok' : 'fail',
 			durationMs: Math.round((performance.now() - log.started) * 1000) / 1000,
 			delayMs: log.delayMs,
