@@ -48,7 +48,7 @@ static const char *service;
 static long sequence, done, mismatches, errors, connect_retries;
 static double *latencies;
 static long latency_capacity;
-static char mismatch_samples[5][64];
+static struct { const char *expected; char got[64]; } mismatch_samples[5];
 static int mismatch_sample_count;
 
 /* The error kinds seen, each with its count, for `errorKinds`. */
@@ -95,8 +95,10 @@ static void record(struct client *client, const char *answer)
 	latencies[done++] = now_ms() - client->started;
 	if (strcmp(answer, client->expect_ok ? "ok" : "fail") != 0) {
 		mismatches++;
-		if (mismatch_sample_count < 5)
-			snprintf(mismatch_samples[mismatch_sample_count++], 64, "%.40s", answer);
+		if (mismatch_sample_count < 5) {
+			mismatch_samples[mismatch_sample_count].expected = client->expect_ok ? "ok" : "fail";
+			snprintf(mismatch_samples[mismatch_sample_count++].got, 64, "%.40s", answer);
+		}
 	}
 }
 
@@ -147,6 +149,30 @@ static void close_client(struct client *client)
 	client->state = START;
 }
 
+/*
+ * Write what is left of the request, then wait for the answer, or for room to write the rest (a
+ * request of this size nearly always goes out at once). `op`: EPOLL_CTL_ADD for a socket just
+ * connected, EPOLL_CTL_MOD for one epoll already watches.
+ */
+static void send_rest(struct client *client, int op)
+{
+	ssize_t put = write(client->fd, client->out + client->out_done, client->out_length - client->out_done);
+	if (put < 0 && errno != EAGAIN) {
+		errno_kind("socket", errno);
+		close_client(client);
+		return;
+	}
+	if (put > 0)
+		client->out_done += (size_t)put;
+	enum state next = client->out_done == client->out_length ? READING : WRITING;
+	if (op == EPOLL_CTL_MOD && next == client->state)
+		return;
+	client->state = next;
+	struct epoll_event event = {.events = next == READING ? EPOLLIN : EPOLLOUT | EPOLLIN, .data.ptr = client};
+	if (epoll_ctl(epoll_fd, op, client->fd, &event) != 0)
+		abort();
+}
+
 /* Connect (again): on to WRITING, to RETRY while the backlog is full, or the request is lost. */
 static void try_connect(struct client *client)
 {
@@ -174,18 +200,7 @@ static void try_connect(struct client *client)
 		client->state = START;
 		return;
 	}
-	/* A request of this size goes out at once; only what did not waits for EPOLLOUT. */
-	ssize_t put = write(client->fd, client->out, client->out_length);
-	if (put < 0 && errno != EAGAIN) {
-		errno_kind("socket", errno);
-		close_client(client);
-		return;
-	}
-	client->out_done = put > 0 ? (size_t)put : 0;
-	client->state = client->out_done == client->out_length ? READING : WRITING;
-	struct epoll_event event = {.events = client->state == READING ? EPOLLIN : EPOLLOUT | EPOLLIN, .data.ptr = client};
-	if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, client->fd, &event) != 0)
-		abort();
+	send_rest(client, EPOLL_CTL_ADD);
 }
 
 static void start(struct client *client)
@@ -207,19 +222,7 @@ static void start(struct client *client)
 static void ready(struct client *client, uint32_t events)
 {
 	if (client->state == WRITING) {
-		ssize_t put = write(client->fd, client->out + client->out_done, client->out_length - client->out_done);
-		if (put < 0 && errno != EAGAIN) {
-			errno_kind("socket", errno);
-			close_client(client);
-			return;
-		}
-		if (put > 0)
-			client->out_done += (size_t)put;
-		if (client->out_done == client->out_length) {
-			struct epoll_event event = {.events = EPOLLIN, .data.ptr = client};
-			epoll_ctl(epoll_fd, EPOLL_CTL_MOD, client->fd, &event);
-			client->state = READING;
-		}
+		send_rest(client, EPOLL_CTL_MOD);
 		return;
 	}
 	if (client->state != READING || !(events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
@@ -362,10 +365,10 @@ int main(int argc, char **argv)
 	printf("\"mismatches\":%ld,\"mismatchSamples\":[", mismatches);
 	for (int i = 0; i < mismatch_sample_count; i++) {
 		/* The answer as the peer gave it, kept to printable ASCII: it goes into JSON. */
-		for (char *c = mismatch_samples[i]; *c; c++)
+		for (char *c = mismatch_samples[i].got; *c; c++)
 			if (*c < 0x20 || *c > 0x7e || *c == '"' || *c == '\\')
 				*c = '?';
-		printf("%s{\"got\":\"%s\"}", i ? "," : "", mismatch_samples[i]);
+		printf("%s{\"expected\":\"%s\",\"got\":\"%s\"}", i ? "," : "", mismatch_samples[i].expected, mismatch_samples[i].got);
 	}
 	printf("],\"errors\":%ld,\"errorKinds\":{", errors);
 	for (int i = 0; i < kind_count; i++)

@@ -226,7 +226,7 @@ function setup(quickSetup) {
 	const oneshotLoad = compile('oneshot-load', '-lm');
 
 	const perf = spawnSync('perf', ['--version'], {encoding: 'utf8'}).status === 0;
-	return {site, script, loop, trivialServer, oneshotLoad, x2goVersion, perf, buildError};
+	return {site, script, loop, trivialServer, oneshotLoad, daemonNodeFlags: daemonNodeFlags(), x2goVersion, perf, buildError};
 }
 
 // --- Processes ----------------------------------------------------------------------------------
@@ -362,6 +362,19 @@ async function stopTree(pid, signal = 'SIGTERM', graceMs = 5000) {
 }
 
 // --- The peers ----------------------------------------------------------------------------------
+/** Resolves once one of the benchmark's own servers prints its first line (it listens then). */
+async function serverReady(child, what) {
+	await new Promise((resolve, reject) => {
+		child.stdout.once('data', resolve);
+		child.once('exit', () => reject(new Error(`${what} did not start`)));
+	});
+}
+
+/** Load that is not measured, before a mode's runs: a JIT compiles its hot paths, a pool starts its workers. */
+async function warmUp(running, protocol, mode) {
+	return load({socket: running.socket, protocol, mode, clients: 8, depth, seconds: warmupSeconds, wrongShare: 0.5});
+}
+
 /** Node's flags from the daemon's first line (`#!/usr/bin/env -S node FLAGS`), as its package runs it. */
 function daemonNodeFlags() {
 	const shebang = readFileSync(path.join(root, 'dist/cli/daemon.js'), 'utf8').split('\n', 1)[0];
@@ -376,11 +389,11 @@ function peerDefinitions(sandbox, prepared, directory) {
 		'pam-authservice': {
 			protocol: 'line',
 			pipelining: true,
-			note: `this project (dist/ built from the working tree), run as its package runs it (\`node ${daemonNodeFlags().join(' ')}\`), its defaults except ${raisedLimits.join(' ')}: the load generator is one uid sending thousands of failures a second over up to 10 000 connections. Logs (JSON, one line a request) to a file.`,
+			note: `this project (dist/ built from the working tree), run as its package runs it (\`node ${prepared.daemonNodeFlags.join(' ')}\`), its defaults except ${raisedLimits.join(' ')}: the load generator is one uid sending thousands of failures a second over up to 10 000 connections. Logs (JSON, one line a request) to a file.`,
 			async start({nodeFlags = [], extraArgs = []} = {}) {
 				const socket = path.join(directory, 'pam-authservice.socket');
 				const out = logFile('pam-authservice');
-				const child = spawnTracked(process.execPath, [...daemonNodeFlags(), ...nodeFlags, path.join(root, 'dist/cli/daemon.js'), '--config', '/dev/null', '-s', socket,
+				const child = spawnTracked(process.execPath, [...prepared.daemonNodeFlags, ...nodeFlags, path.join(root, 'dist/cli/daemon.js'), '--config', '/dev/null', '-s', socket,
 					'--owner', String(process.getuid()), '--group', String(process.getgid()), '--services', 'x2gobroker', 'faildelay', ...raisedLimits, ...extraArgs],
 				{env, stdio: ['ignore', out, out]});
 				closeSync(out);
@@ -474,9 +487,8 @@ async function throughput(name, peer, running, result) {
 	result.runs = [];
 	result.warmup = [];
 	for (const mode of peer.pipelining ? ['oneshot', 'pipelined'] : ['oneshot']) {
-		// Not measured: the first seconds of a JIT runtime are slower, and a pool starts workers.
 		// eslint-disable-next-line no-await-in-loop
-		result.warmup.push(await load({socket: running.socket, protocol: peer.protocol, mode, clients: 8, depth, seconds: warmupSeconds, wrongShare: 0.5}));
+		result.warmup.push(await warmUp(running, peer.protocol, mode));
 		for (const wrongShare of [0, 0.5]) {
 			for (const clients of clientCounts) {
 				// eslint-disable-next-line no-await-in-loop
@@ -708,7 +720,7 @@ async function profile(peer, prepared, directory) {
 			for (const mode of ['oneshot', 'pipelined']) {
 				// Warmed up as the daemon of the main table was.
 				// eslint-disable-next-line no-await-in-loop
-				await load({socket: variant.socket, protocol: 'line', mode, clients: 8, depth, seconds: warmupSeconds, wrongShare: 0.5});
+				await warmUp(variant, 'line', mode);
 			}
 
 			// eslint-disable-next-line no-await-in-loop
@@ -820,10 +832,7 @@ try {
 		log('load generator self-test against a server that answers at once');
 		const trivialSocket = path.join(directory, 'trivial.socket');
 		const trivial = spawnTracked(prepared.trivialServer, [trivialSocket], {stdio: ['ignore', 'pipe', 'inherit']});
-		await new Promise((resolve, reject) => {
-			trivial.stdout.once('data', resolve);
-			trivial.once('exit', () => reject(new Error('the trivial server did not start')));
-		});
+		await serverReady(trivial, 'the trivial server');
 		const base = {socket: trivialSocket, protocol: 'line', seconds, wrongShare: 0, users};
 		report.loadGenerator = {};
 		for (const [key, spec] of Object.entries({pipelined64: {mode: 'pipelined', clients: 64, depth}, oneshot8: {mode: 'oneshot', clients: 8}, oneshot64: {mode: 'oneshot', clients: 64}})) {
@@ -838,16 +847,13 @@ try {
 		// The runtime's floor: bare Node.js, idle; and a Node.js server that answers at once, with
 		// the daemon's Node.js flags, under the loads the daemon gets (rate, CPU, memory after).
 		log('the floor of the runtime: bare Node.js, and a Node.js server that answers at once');
-		const bare = spawnTracked(process.execPath, [...daemonNodeFlags(), '-e', 'setInterval(() => {}, 1000)'], {stdio: 'ignore'});
+		const bare = spawnTracked(process.execPath, [...prepared.daemonNodeFlags, '-e', 'setInterval(() => {}, 1000)'], {stdio: 'ignore'});
 		await sleep(1000);
-		report.nodeFloor = {flags: daemonNodeFlags(), bareIdle: memory([bare.pid])};
+		report.nodeFloor = {flags: prepared.daemonNodeFlags, bareIdle: memory([bare.pid])};
 		await stopTree(bare.pid);
 		const floorSocket = path.join(directory, 'node-floor.socket');
-		const floor = spawnTracked(process.execPath, [...daemonNodeFlags(), path.join(root, 'bench/node-floor.mjs'), floorSocket], {stdio: ['ignore', 'pipe', 'inherit']});
-		await new Promise((resolve, reject) => {
-			floor.stdout.once('data', resolve);
-			floor.once('exit', () => reject(new Error('the Node.js floor server did not start')));
-		});
+		const floor = spawnTracked(process.execPath, [...prepared.daemonNodeFlags, path.join(root, 'bench/node-floor.mjs'), floorSocket], {stdio: ['ignore', 'pipe', 'inherit']});
+		await serverReady(floor, 'the Node.js floor server');
 		await sleep(500);
 		report.nodeFloor.idle = memory([floor.pid]);
 		const floorRunning = {socket: floorSocket, pid: floor.pid};
