@@ -365,7 +365,14 @@ export function createServer({config: initialConfig, logger, pam, logRequest = f
 		}
 
 		if (connection.closing && slots.length === 0) {
-			socket.end();
+			if (socket.readableEnded && socket.writableLength === 0) {
+				// The caller has hung up its side and every answer is in its socket: close at once.
+				// end() would first shut our side down and wait for that, a round trip for nothing.
+				socket.destroy();
+			} else {
+				socket.end();
+			}
+
 			return;
 		}
 
