@@ -69,31 +69,46 @@ type Destination = {stream: DestinationStream; reopen(): void; flush(): void; re
 /** A JSON line reaches its file or the journal this long after it was logged, at the latest. */
 export const logFlushMs = 100;
 
+/** Lines wait until this many characters have gathered, or `logFlushMs`, whichever comes first. */
+export const logBatchChars = 8192;
+
 /**
-JSON targets write asynchronously and in batches: `info` lines and below wait until 8 KiB have
-gathered or `logFlushMs` has passed, whichever comes first, and then go out in one write. Under
-load one write a line (and the thread-pool round trip of an asynchronous write) was a fifth of the
+JSON targets write asynchronously and in batches: `info` lines and below wait until
+`logBatchChars` have gathered or `logFlushMs` has passed, and then go out in one write. Under load
+one write a line (and the thread-pool round trip of an asynchronous write) was a fifth of the
 daemon's CPU for each request. A warning or an error goes out at once, with what waits before it.
 `flush()` writes out the rest at exit; a daemon killed by SIGKILL loses at most the last
 `logFlushMs` of `info` lines.
+
+The lines are gathered here, not in sonic-boom (its `minLength`): sonic-boom appends each line to
+one string and measures that string's UTF-8 length on every write, which copies all that is
+gathered once a line, and was the largest part of what the daemon allocated for a request.
 */
 function batched(boom: ReturnType<typeof pino.destination>): Destination {
+	let lines: string[] = [];
+	let chars = 0;
 	let timer: NodeJS.Timeout | undefined;
-	const flushSoon = (): void => {
+	const writeOut = (): void => {
+		clearTimeout(timer);
 		timer = undefined;
-		boom.flush();
+		if (lines.length > 0) {
+			const batch = lines.join('');
+			lines = [];
+			chars = 0;
+			boom.write(batch);
+		}
 	};
 
 	// With this symbol set, pino tells the stream each line's level (as it does for its multistream).
 	const stream: DestinationStream & {[pino.symbols.needsMetadataGsym]: true; lastLevel?: number} = {
 		[pino.symbols.needsMetadataGsym]: true,
 		write(line: string) {
-			boom.write(line);
-			if ((stream.lastLevel ?? 0) >= pino.levels.values['warn']!) {
-				clearTimeout(timer);
-				flushSoon();
+			lines.push(line);
+			chars += line.length;
+			if (chars >= logBatchChars || (stream.lastLevel ?? 0) >= pino.levels.values['warn']!) {
+				writeOut();
 			} else if (!timer) {
-				timer = setTimeout(flushSoon, logFlushMs);
+				timer = setTimeout(writeOut, logFlushMs);
 				timer.unref();
 			}
 		},
@@ -111,8 +126,7 @@ function batched(boom: ReturnType<typeof pino.destination>): Destination {
 		}),
 		reopen: () => boom.reopen(),
 		flush() {
-			clearTimeout(timer);
-			timer = undefined;
+			writeOut();
 			try {
 				boom.flushSync();
 			} catch {
@@ -125,7 +139,7 @@ function batched(boom: ReturnType<typeof pino.destination>): Destination {
 function destinationFor(target: LogTarget): Destination {
 	switch (target.kind) {
 		case 'file': {
-			return batched(pino.destination({dest: target.path, append: true, mkdir: true, sync: false, minLength: 8192}));
+			return batched(pino.destination({dest: target.path, append: true, mkdir: true, sync: false}));
 		}
 
 		case 'pretty': {
@@ -135,7 +149,7 @@ function destinationFor(target: LogTarget): Destination {
 		}
 
 		default: {
-			return batched(pino.destination({dest: target.kind === 'stderr' ? 2 : 1, sync: false, minLength: 8192}));
+			return batched(pino.destination({dest: target.kind === 'stderr' ? 2 : 1, sync: false}));
 		}
 	}
 }

@@ -1,14 +1,14 @@
 /**
 The request line, written without pino's serializer, is the line pino would write. The log file
-target: `info` lines wait to go out in one write, warnings go out at once, and `flush()` leaves
-nothing behind.
+target: `info` lines wait to go out in one write (for `logFlushMs` or until `logBatchChars` have
+gathered), warnings go out at once, and `flush()` leaves nothing behind.
 */
 import {mkdtempSync, readFileSync, rmSync} from 'node:fs';
 import {tmpdir} from 'node:os';
 import path from 'node:path';
 import {setTimeout as delay} from 'node:timers/promises';
 import {afterEach, describe, expect, it} from 'vitest';
-import {createLogging, logFlushMs, type RequestFields} from '../../src/logger.js';
+import {createLogging, logBatchChars, logFlushMs, type RequestFields} from '../../src/logger.js';
 
 const directories: string[] = [];
 
@@ -99,6 +99,19 @@ describe('the log file', () => {
 		expect(messages()).toEqual([]);
 		await waitFor(() => messages().length === 3, 2000);
 		expect(messages()).toEqual(['one', 'two', 'three']);
+	});
+
+	it('writes the lines at once when logBatchChars have gathered, without waiting for the timer', async () => {
+		const {messages, logging} = await fileLogging();
+		// Each line is a little over 1 000 characters: the first batch is full at the eighth.
+		const count = 2 * Math.ceil(logBatchChars / 1000);
+		for (let index = 0; index < count; index++) {
+			logging.logger.info('x'.repeat(1000));
+		}
+
+		const tookMs = await waitFor(() => messages().length >= Math.floor(logBatchChars / 1100), 2000);
+		expect(tookMs).toBeLessThan(logFlushMs);
+		await waitFor(() => messages().length === count, 2000);
 	});
 
 	it('writes a warning at once, with the info lines before it, in order', async () => {
