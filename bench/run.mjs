@@ -706,11 +706,11 @@ async function profile(peer, prepared, directory) {
 	};
 
 	// What-ifs, each on a fresh daemon: what the request log costs, what a pool that grows for every
-	// waiting check would do, V8's young generation at Node's default size (later flags win), and two
-	// ways to trade V8's speed for memory: a heap that grows by half (not up to fourfold) before it is
-	// collected, and V8 set to favour memory.
+	// waiting check would do, V8's young generation at Node's default size (later flags win), the heap
+	// V8 would size for a machine with this much memory (it grows fourfold before a full collection),
+	// and V8 set to favour memory.
 	result.variants = [];
-	for (const [nodeFlags, extraArgs] of [[[], ['--log-level', 'warn']], [[], ['--eager-workers', '32']], [['--max-semi-space-size=16'], []], [['--heap-growing-percent=50'], []], [['--optimize-for-size'], []]]) {
+	for (const [nodeFlags, extraArgs] of [[[], ['--log-level', 'warn']], [[], ['--eager-workers', '32']], [['--max-semi-space-size=16'], []], [['--max-old-space-size=4096'], []], [['--optimize-for-size'], []]]) {
 		// eslint-disable-next-line no-await-in-loop
 		const variant = await peer.start({nodeFlags, extraArgs});
 		try {
