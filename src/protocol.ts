@@ -36,6 +36,8 @@ export type MalformedRequest = {
 const carriageReturn = 0x0D;
 const lineFeed = 0x0A;
 const fieldNames = ['user', 'password', 'service'] as const;
+/** What a `LineReader` holds when it holds nothing: one buffer for all, never written to. */
+const noBytes = Buffer.alloc(0);
 
 /**
 Split a line (without its `\n`) into a request, or say why it is not one.
@@ -51,35 +53,38 @@ export function parseRequest(line: Buffer, limits: FieldLimits): Request | Malfo
 	}
 
 	fields.push(line.subarray(start));
-	const shape = `fields=${fields.length} bytes=${fields.map(field => field.length).join(',')}`;
-	const malformed = (reason: string): MalformedRequest => ({kind: 'malformed', reason, shape});
-
 	if (fields.length !== 3) {
-		return malformed(`expected 3 fields, got ${fields.length}`);
+		return malformed(`expected 3 fields, got ${fields.length}`, fields);
 	}
 
-	const [user, password, service] = fields as [Buffer, Buffer, Buffer];
 	const maxBytes = [limits.maxUserBytes, limits.maxPasswordBytes, limits.maxServiceBytes];
-	for (const [index, field] of [user, password, service].entries()) {
+	for (let index = 0; index < 3; index++) {
+		const field = fields[index]!;
 		const name = fieldNames[index]!;
 		if (field.length === 0) {
-			return malformed(`empty ${name}`);
+			return malformed(`empty ${name}`, fields);
 		}
 
 		if (field.length > maxBytes[index]!) {
-			return malformed(`${name} longer than ${maxBytes[index]} bytes`);
+			return malformed(`${name} longer than ${maxBytes[index]} bytes`, fields);
 		}
 
 		if (field.includes(0)) {
-			return malformed(`NUL byte in ${name}`);
+			return malformed(`NUL byte in ${name}`, fields);
 		}
 
 		if (!isUtf8(field)) {
-			return malformed(`${name} is not valid UTF-8`);
+			return malformed(`${name} is not valid UTF-8`, fields);
 		}
 	}
 
+	const [user, password, service] = fields as [Buffer, Buffer, Buffer];
 	return {kind: 'request', user, password, service};
+}
+
+/** The shape is worked out only for a line that is not a request: most are. */
+function malformed(reason: string, fields: readonly Buffer[]): MalformedRequest {
+	return {kind: 'malformed', reason, shape: `fields=${fields.length} bytes=${fields.map(field => field.length).join(',')}`};
 }
 
 /**
@@ -89,7 +94,7 @@ that has enough requests in flight can stop taking them and pause its socket.
 */
 export class LineReader {
 	readonly #maxLineBytes: number;
-	#buffer: Buffer = Buffer.alloc(0);
+	#buffer: Buffer = noBytes;
 	#offset = 0;
 
 	constructor(maxLineBytes: number) {
@@ -136,7 +141,7 @@ export class LineReader {
 	/** Zero and drop everything held. */
 	clear(): void {
 		this.#buffer.fill(0);
-		this.#buffer = Buffer.alloc(0);
+		this.#buffer = noBytes;
 		this.#offset = 0;
 	}
 }
