@@ -67,8 +67,6 @@ const peerWanted = name => !only || ![...only].some(entry => peerNames.includes(
 const partial = quick || only !== undefined || option('--seconds') !== undefined;
 const results = partial ? path.join(cache, 'results') : path.join(root, 'bench/results');
 const seconds = Number(option('--seconds') ?? (quick ? 1 : 3));
-/** The C load generator for one request per connection (bench/oneshot-load.c), once built. */
-let oneshotGenerator;
 /** Unmeasured load before the throughput runs of each mode. */
 const warmupSeconds = quick ? 0.5 : 2;
 /** How long after the throughput runs memory is read again. */
@@ -445,8 +443,8 @@ async function load(spec) {
 	// 5 000 /s instead of 7 900 /s). One request per connection is the C generator's (a Node.js
 	// client connection cost 40 µs of CPU); pipelined is load.mjs's.
 	const full = {users, timeoutMs: 10_000, ...spec};
-	const child = full.mode === 'oneshot' && oneshotGenerator && !full.processes && !full.emitLatencies
-		? spawn(oneshotGenerator, [full.socket, full.protocol ?? 'line', String(full.clients), String(full.seconds ?? 0), String(full.count ?? 0), String(full.wrongShare ?? 0), String(full.users), full.service ?? 'x2gobroker', String(full.timeoutMs)], {stdio: ['ignore', 'pipe', 'inherit']})
+	const child = full.mode === 'oneshot' && prepared.oneshotLoad && !full.processes && !full.emitLatencies
+		? spawn(prepared.oneshotLoad, [full.socket, full.protocol ?? 'line', String(full.clients), String(full.seconds ?? 0), String(full.count ?? 0), String(full.wrongShare ?? 0), String(full.users), full.service ?? 'x2gobroker', String(full.timeoutMs)], {stdio: ['ignore', 'pipe', 'inherit']})
 		: spawn(process.execPath, [path.join(root, 'bench/load.mjs'), JSON.stringify(full)], {stdio: ['ignore', 'pipe', 'inherit']});
 	started.add(child.pid);
 	let output = '';
@@ -812,7 +810,6 @@ if (flag('--render')) {
 }
 
 const prepared = setup(flag('--no-setup'));
-oneshotGenerator = prepared.oneshotLoad;
 const {createPamSandbox, matrixStack} = await import(path.join(root, 'dist/sandbox.js'));
 const directory = path.join(os.tmpdir(), `pam-authservice-bench-${process.pid}`);
 mkdirSync(directory, {recursive: true});
