@@ -37,7 +37,7 @@ export type RequestFields = {
 	readonly user?: string | undefined;
 	readonly service?: string | undefined;
 	readonly reason: string;
-	/** For a malformed line: its shape, field lengths only (`fields=2 lengths=5,0`). */
+	/** For a malformed line: its shape, field lengths only (`fields=2 bytes=5,0`). */
 	readonly shape?: string | undefined;
 	readonly caller?: LoggedCaller | undefined;
 	readonly result: 'ok' | 'fail';
@@ -85,6 +85,7 @@ one string and measures that string's UTF-8 length on every write, which copies 
 gathered once a line, and was the largest part of what the daemon allocated for a request.
 */
 function batched(boom: ReturnType<typeof pino.destination>): Destination {
+	const warn = pino.levels.values['warn']!;
 	let lines: string[] = [];
 	let chars = 0;
 	let timer: NodeJS.Timeout | undefined;
@@ -105,7 +106,7 @@ function batched(boom: ReturnType<typeof pino.destination>): Destination {
 		write(line: string) {
 			lines.push(line);
 			chars += line.length;
-			if (chars >= logBatchChars || (stream.lastLevel ?? 0) >= pino.levels.values['warn']!) {
+			if (chars >= logBatchChars || (stream.lastLevel ?? 0) >= warn) {
 				writeOut();
 			} else if (!timer) {
 				timer = setTimeout(writeOut, logFlushMs);

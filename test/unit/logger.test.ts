@@ -69,7 +69,7 @@ describe('the request line', () => {
 	it.each<[string, RequestFields]>([
 		['a check', {request: 7, conn: 3, user: 'alice', service: 'x2gobroker', reason: 'pam: success', caller, result: 'ok', durationMs: 0.123, workerPid: 99}],
 		['a held failure', {request: 8, conn: 3, user: 'alice', service: 'x2gobroker', reason: 'pam_authenticate: Authentication failure', caller, result: 'fail', durationMs: 2001.5, delayMs: 2000, workerPid: 99}],
-		['a malformed line', {request: 9, conn: 4, reason: 'malformed: 2 fields', shape: 'fields=2 lengths=5,0', caller: {pid: 1, uid: 0, user: 'root'}, result: 'fail', durationMs: 0}],
+		['a malformed line', {request: 9, conn: 4, reason: 'malformed: 2 fields', shape: 'fields=2 bytes=5,0', caller: {pid: 1, uid: 0, user: 'root'}, result: 'fail', durationMs: 0}],
 		['an unknown caller', {request: 10, conn: 5, user: 'bob', service: 'sshd', reason: 'service not allowed', caller: {pid: 0, uid: -1, user: '?'}, result: 'fail', durationMs: 0.01}],
 		['hostile text', {request: 11, conn: 6, user: 'a"b\\c\n\u2028\u0000\u001F\u00e9\u{1F600}\ud800', service: '</script>', reason: 'x', caller: {...caller, exe: '/tmp/evil "name"\n'}, result: 'fail', durationMs: 1}],
 	])('is the line pino writes, for %s', (_, fields) => {
