@@ -706,9 +706,12 @@ async function profile(peer, prepared, directory) {
 	// What-ifs, each on a fresh daemon: what the request log costs, what a pool that grows for every
 	// waiting check would do, V8's young generation at Node's default size (later flags win), the heap
 	// V8 would size for a machine with this much memory (it grows fourfold before a full collection),
-	// and V8 set to favour memory.
+	// and V8 set to favour memory. The defaults run first and last: this machine's speed drifts by
+	// 10-20 % within minutes, and the main table ran minutes earlier, so a what-if is read against
+	// defaults measured beside it.
 	result.variants = [];
-	for (const [nodeFlags, extraArgs] of [[[], ['--log-level', 'warn']], [[], ['--eager-workers', '32']], [['--max-semi-space-size=16'], []], [['--max-old-space-size=4096'], []], [['--optimize-for-size'], []]]) {
+	const defaults = [[], []];
+	for (const [nodeFlags, extraArgs] of [defaults, [[], ['--log-level', 'warn']], [[], ['--eager-workers', '32']], [['--max-semi-space-size=16'], []], [['--max-old-space-size=4096'], []], [['--optimize-for-size'], []], defaults]) {
 		// eslint-disable-next-line no-await-in-loop
 		const variant = await peer.start({nodeFlags, extraArgs});
 		try {
@@ -726,7 +729,7 @@ async function profile(peer, prepared, directory) {
 			// eslint-disable-next-line no-await-in-loop
 			const oneshot = await measuredLoad(variant, {protocol: 'line', mode: 'oneshot', clients: 8, seconds, wrongShare: 0});
 			result.variants.push({nodeFlags, extraArgs, pipelined, oneshot, idleMiB, memoryMiB: memory([variant.pid]).totalMiB});
-			log(`what-if ${[...nodeFlags, ...extraArgs].join(' ')}: idle ${idleMiB} MiB, pipelined 64 ${pipelined.rate}/s (${pipelined.cpuMsPerRequest} ms CPU), one per connection 8 ${oneshot.rate}/s (${oneshot.cpuMsPerRequest} ms CPU), ${result.variants.at(-1).memoryMiB} MiB (mismatches ${pipelined.mismatches + oneshot.mismatches})`);
+			log(`what-if ${[...nodeFlags, ...extraArgs].join(' ') || '(defaults)'}: idle ${idleMiB} MiB, pipelined 64 ${pipelined.rate}/s (${pipelined.cpuMsPerRequest} ms CPU), one per connection 8 ${oneshot.rate}/s (${oneshot.cpuMsPerRequest} ms CPU), ${result.variants.at(-1).memoryMiB} MiB (mismatches ${pipelined.mismatches + oneshot.mismatches})`);
 		} finally {
 			// eslint-disable-next-line no-await-in-loop
 			await variant.stop();
