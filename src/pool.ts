@@ -236,6 +236,8 @@ export class WorkerPool implements PamChecker {
 	#respawnTimer: NodeJS.Timeout | undefined;
 	/** Set while checks wait and the pool may grow once a running check turns slow. */
 	#growTimer: NodeJS.Timeout | undefined;
+	/** Set while a slow check is looked at again, once the event loop has read what workers sent. */
+	#growCheck: NodeJS.Immediate | undefined;
 	#rapidExits = 0;
 	/**
 	`eagerWorkers` as set, or two a CPU. Worked out when the options are given, not at each
@@ -302,6 +304,7 @@ export class WorkerPool implements PamChecker {
 		this.#closed = true;
 		clearTimeout(this.#respawnTimer);
 		clearTimeout(this.#growTimer);
+		clearImmediate(this.#growCheck);
 		for (const job of this.#queue.splice(this.#queueHead)) {
 			job.request.password.fill(0);
 			job.resolve({ok: false, reason: 'shutting down', delayUs: 0, messages: []});
@@ -418,11 +421,11 @@ export class WorkerPool implements PamChecker {
 	}
 
 	/**
-	Whether a check that waits may have a new worker: always up to `eagerWorkers`, beyond that one
-	more for each running check that has taken `slowCheckMs`. Otherwise the time until the next
-	running check turns slow, when the question is worth asking again.
+	Whether a check that waits may have a new worker: always up to `eagerWorkers` (`true`), beyond
+	that one more for each running check that has taken `slowCheckMs` (`'slow'`). Otherwise the time
+	until the next running check turns slow, when the question is worth asking again.
 	*/
-	#mayGrow(): true | number | undefined {
+	#mayGrow(): true | 'slow' | number | undefined {
 		const {maxWorkers, slowCheckMs} = this.#options;
 		const eagerWorkers = this.eagerWorkers;
 		const size = this.#workers.size;
@@ -448,15 +451,30 @@ export class WorkerPool implements PamChecker {
 			}
 		}
 
-		return size < eagerWorkers + slow ? true : nextSlowInMs;
+		return size < eagerWorkers + slow ? 'slow' : nextSlowInMs;
 	}
 
-	#dispatch(): void {
+	/**
+	@param slowSeen A check looked slow one turn of the event loop ago, and still does: grow.
+	*/
+	#dispatch(slowSeen = false): void {
 		while (this.#queuedCount > 0) {
 			let worker = this.#idle.pop();
 			if (!worker) {
 				const grow = this.#mayGrow();
-				if (grow !== true) {
+				if (grow === 'slow' && !slowSeen) {
+					// Its answer may be in the pipe already, unread behind the events this turn of a
+					// busy event loop has yet to handle (a timer fires before them): a check counts
+					// as slow once they are read. Without this, a burst on a saturated machine
+					// grew the pool to 8 or 13 workers for checks that computed, not waited.
+					this.#growCheck ??= setImmediate(() => {
+						this.#growCheck = undefined;
+						this.#dispatch(true);
+					});
+					return;
+				}
+
+				if (grow !== true && grow !== 'slow') {
 					if (grow !== undefined && !this.#growTimer) {
 						this.#growTimer = setTimeout(() => {
 							this.#growTimer = undefined;

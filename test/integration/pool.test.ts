@@ -1,0 +1,74 @@
+/**
+The worker pool in this process, with real workers on a real PAM stack: what only shows when the
+test holds the pool's event loop, as a busy daemon's is held.
+*/
+import {mkdtempSync, rmSync} from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import {pino} from 'pino';
+import {afterAll, beforeAll, describe, expect, it} from 'vitest';
+import {defaultConfig} from '../../src/config.js';
+import {WorkerPool} from '../../src/pool.js';
+import {createPamSandbox, matrixStack} from '../../src/sandbox.js';
+import type {CheckRequest} from '../../src/worker-protocol.js';
+import {alice} from '../fixtures/users.js';
+import {repositoryRoot} from '../helpers/daemon.js';
+
+let directory: string;
+const saved: Record<string, string | undefined> = {};
+
+beforeAll(() => {
+	directory = mkdtempSync(path.join(os.tmpdir(), 'pam-authservice-pool-'));
+	const sandbox = createPamSandbox({directory, users: [alice], services: {x2gobroker: matrixStack}});
+	// The pool starts its workers with this process's environment: pam_wrapper's, for these tests.
+	for (const [name, value] of Object.entries(sandbox.environment)) {
+		saved[name] = process.env[name];
+		process.env[name] = value;
+	}
+});
+
+afterAll(() => {
+	for (const [name, value] of Object.entries(saved)) {
+		if (value === undefined) {
+			delete process.env[name];
+		} else {
+			process.env[name] = value;
+		}
+	}
+
+	rmSync(directory, {recursive: true, force: true});
+});
+
+function request(): CheckRequest {
+	return {user: Buffer.from(alice.user), password: Buffer.from(alice.password), service: Buffer.from(alice.service), ruser: Buffer.from('')};
+}
+
+/** Keep the event loop from turning, as a daemon busy with other work does. */
+function holdEventLoop(ms: number): void {
+	const until = performance.now() + ms;
+	while (performance.now() < until) {
+		// Nothing: the point is that no callback runs.
+	}
+}
+
+describe('pool growth', () => {
+	it('does not take a check whose answer waits unread in the pipe for a slow one', async () => {
+		const pool = new WorkerPool({...defaultConfig(), minWorkers: 1, eagerWorkers: 1, slowCheckMs: 50, workerPath: path.join(repositoryRoot, 'build/pam-authservice-worker')}, pino({level: 'silent'}));
+		try {
+			// The worker has started and loaded the stack.
+			expect((await pool.check(request())).ok).toBe(true);
+			const first = pool.check(request());
+			const second = pool.check(request());
+			expect(pool.stats).toMatchObject({workers: 1, busy: 1, queued: 1});
+			// The first check ends within a few ms, but its answer is read only once the loop turns;
+			// by then the pool's timer, due at 50 ms, fires first.
+			holdEventLoop(1000);
+			const outcomes = await Promise.all([first, second]);
+			expect(outcomes.map(outcome => outcome.ok)).toEqual([true, true]);
+			expect(outcomes[1]!.workerPid).toBe(outcomes[0]!.workerPid);
+			expect(pool.stats.workers).toBe(1);
+		} finally {
+			await pool.close();
+		}
+	});
+});
