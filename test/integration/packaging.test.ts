@@ -179,6 +179,7 @@ describe.skipIf(cannotPackage)('the Debian package', () => {
 		expect(flags).toMatch(/--max-semi-space-size=\d+/);
 		const wrapper = readFileSync(path.join(repositoryRoot, 'build/deb/root/usr/sbin/pam-authserviced'), 'utf8');
 		expect(wrapper).toBe(`#!/bin/sh\nexec /usr/bin/node ${flags} /usr/lib/pam-authservice/dist/cli/daemon.js "$@"\n`);
+		expect(readFileSync(path.join(repositoryRoot, 'build/deb/root/usr/lib/pam-authservice/dist/cli/daemon.js'), 'utf8').split('\n')[0]).toBe('#!/usr/bin/node');
 	});
 
 	it('names the licence of every dependency it ships, with its text', () => {
@@ -190,14 +191,10 @@ describe.skipIf(cannotPackage)('the Debian package', () => {
 		}
 	});
 
-	it.skipIf(cannotLint)('has no lintian error', () => {
+	it.skipIf(cannotLint)('has no lintian error or warning', () => {
 		const result = spawnSync('lintian', ['--tag-display-limit', '0', deb], {encoding: 'utf8'});
 		const lines = result.stdout.split('\n');
-		expect(lines.filter(line => line.startsWith('E:'))).toEqual([]);
-		const warnings = lines.filter(line => line.startsWith('W:'));
-		if (warnings.length > 0) {
-			console.warn(`lintian warnings:\n${warnings.join('\n')}`);
-		}
+		expect(lines.filter(line => line.startsWith('E:') || line.startsWith('W:'))).toEqual([]);
 	}, 120_000);
 });
 
