@@ -278,15 +278,20 @@ export async function closedByServer(socket: net.Socket, timeoutMs = 5000): Prom
 	});
 }
 
-/** Poll `condition` until it holds, or fail after `timeoutMs`. */
-export async function waitFor(condition: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-	const deadline = Date.now() + timeoutMs;
+/**
+Poll `condition` every `pollMs` until it holds, or fail after `timeoutMs`.
+@returns How long it took, in ms (poll finely to measure it).
+*/
+export async function waitFor(condition: () => boolean | Promise<boolean>, timeoutMs = 10_000, pollMs = 50): Promise<number> {
+	const started = Date.now();
 	while (!(await condition())) {
-		if (Date.now() > deadline) {
-			throw new Error('Timed out waiting');
+		if (Date.now() - started > timeoutMs) {
+			throw new Error(`Timed out waiting (${timeoutMs} ms)`);
 		}
 
 		// eslint-disable-next-line no-await-in-loop
-		await new Promise(resolve => setTimeout(resolve, 50));
+		await new Promise(resolve => setTimeout(resolve, pollMs));
 	}
+
+	return Date.now() - started;
 }

@@ -9,6 +9,7 @@ import path from 'node:path';
 import {setTimeout as delay} from 'node:timers/promises';
 import {afterEach, describe, expect, it} from 'vitest';
 import {createLogging, logBatchChars, logFlushMs, type RequestFields} from '../../src/logger.js';
+import {waitFor} from '../helpers/daemon.js';
 
 const directories: string[] = [];
 
@@ -33,20 +34,6 @@ async function fileLogging() {
 	};
 
 	return {logging, messages};
-}
-
-async function waitFor(condition: () => boolean, timeoutMs: number): Promise<number> {
-	const started = Date.now();
-	while (!condition()) {
-		if (Date.now() - started > timeoutMs) {
-			throw new Error(`not within ${timeoutMs} ms`);
-		}
-
-		// eslint-disable-next-line no-await-in-loop
-		await delay(2);
-	}
-
-	return Date.now() - started;
 }
 
 /** What `logging.request()` and `logger.info(fields, 'request')` write for the same fields, time left out. */
@@ -97,7 +84,7 @@ describe('the log file', () => {
 		logging.logger.info('three');
 		await delay(logFlushMs / 4);
 		expect(messages()).toEqual([]);
-		await waitFor(() => messages().length === 3, 2000);
+		await waitFor(() => messages().length === 3, 2000, 2);
 		expect(messages()).toEqual(['one', 'two', 'three']);
 	});
 
@@ -109,16 +96,16 @@ describe('the log file', () => {
 			logging.logger.info('x'.repeat(1000));
 		}
 
-		const tookMs = await waitFor(() => messages().length >= Math.floor(logBatchChars / 1100), 2000);
+		const tookMs = await waitFor(() => messages().length >= Math.floor(logBatchChars / 1100), 2000, 2);
 		expect(tookMs).toBeLessThan(logFlushMs);
-		await waitFor(() => messages().length === count, 2000);
+		await waitFor(() => messages().length === count, 2000, 2);
 	});
 
 	it('writes a warning at once, with the info lines before it, in order', async () => {
 		const {messages, logging} = await fileLogging();
 		logging.logger.info('before');
 		logging.logger.warn('trouble');
-		const tookMs = await waitFor(() => messages().length === 2, 2000);
+		const tookMs = await waitFor(() => messages().length === 2, 2000, 2);
 		expect(messages()).toEqual(['before', 'trouble']);
 		expect(tookMs).toBeLessThan(logFlushMs);
 	});
