@@ -186,6 +186,8 @@ describe.skipIf(cannotPackage)('the Debian package', () => {
 		const copyright = readFileSync(path.join(repositoryRoot, 'build/deb/root/usr/share/doc/pam-authservice/copyright'), 'utf8');
 		expect(copyright).toMatch(/^Format: https:\/\/www\.debian\.org\/doc\/packaging-manuals\/copyright-format\/1\.0\//);
 		expect(copyright).toContain('License: AGPL-3.0-or-later');
+		// Debian has no copy of the AGPL in /usr/share/common-licenses: the file carries its text.
+		expect(copyright).toMatch(/\nLicense: AGPL-3\.0-or-later\n GNU AFFERO GENERAL PUBLIC LICENSE\n[^]*\n 13\. Remote Network Interaction; Use with the GNU General Public License\.\n/);
 		for (const dependency of ['pino', 'yargs', 'ini', 'posix']) {
 			expect(copyright).toMatch(new RegExp(`Files: usr/lib/pam-authservice/node_modules/${dependency}/\\*\\nCopyright: .+\\nLicense: (MIT|ISC)\\n .+`));
 		}
