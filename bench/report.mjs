@@ -34,6 +34,13 @@ export function run(entry, mode, clients, wrongShare = 0) {
 	return all[Math.floor((all.length - 1) / 2)];
 }
 
+/** CPU per request over every run of a case: the CPU of all its rounds over all their requests. */
+function cpuMsPerRequest(entry, mode, clients) {
+	const all = runs(entry, mode, clients);
+	const requests = all.reduce((sum, each) => sum + each.done, 0);
+	return Math.round(all.reduce((sum, each) => sum + each.cpuMsPerRequest * each.done, 0) / requests * 1000) / 1000;
+}
+
 function median(values) {
 	const sorted = [...values].sort((a, b) => a - b);
 	const middle = Math.floor(sorted.length / 2);
@@ -124,9 +131,10 @@ export function targets(report) {
 	}
 
 	check('CPU per request (daemon and workers; one per connection, 8 clients) ≤ saslauthd\'s', () => {
-		const mineMs = run(mine, 'oneshot', 8).cpuMsPerRequest;
-		const theirs = run(sasl, 'oneshot', 8).cpuMsPerRequest;
-		return {pass: mineMs <= theirs, measured: `${mineMs} ms vs ${theirs} ms`};
+		const mineMs = cpuMsPerRequest(mine, 'oneshot', 8);
+		const theirs = cpuMsPerRequest(sasl, 'oneshot', 8);
+		const rounds = runs(mine, 'oneshot', 8).length;
+		return {pass: mineMs <= theirs, measured: `${mineMs} ms vs ${theirs} ms${rounds > 1 ? ` (all ${rounds} rounds: CPU over requests)` : ''}`};
 	});
 	// Beside each memory figure, what the runtime alone holds with the same workers: how close the
 	// design can come (the floor server is measured in the same run, under the same loads).
@@ -244,7 +252,7 @@ export function markdown(report) {
 		});
 	}
 
-	row('CPU per request, daemon and workers (one per connection, 8 clients, good)', entry => `${run(entry, 'oneshot', 8).cpuMsPerRequest} ms`);
+	row('CPU per request, daemon and workers (one per connection, 8 clients, good)', entry => `${cpuMsPerRequest(entry, 'oneshot', 8)} ms`);
 	row('CPU per request (pipelined, 64 clients, good)', entry => (entry.protocol === 'sasl' ? 'n/a' : `${run(entry, 'pipelined', 64).cpuMsPerRequest} ms`));
 	row('resident memory idle', entry => memoryCell(entry.memoryIdle));
 	row(report.interleaved ? 'resident memory after its throughput runs' : 'resident memory after the throughput runs', entry => memoryCell(entry.memoryAfterLoad));
