@@ -11,6 +11,7 @@ import type {CheckOutcome, PamChecker} from './pool.js';
 import {identifyCaller} from './caller.js';
 import {compilePolicy, type Caller} from './policy.js';
 import {answers, LineReader, parseRequest} from './protocol.js';
+import {RecencyList} from './recency.js';
 import {resolveGid, resolveUid} from './system.js';
 import {Throttle} from './throttle.js';
 
@@ -64,6 +65,9 @@ type Connection = {
 	closing: boolean;
 	/** Inside `pump()`: answers written meanwhile must not start another pump on the stack. */
 	pumping: boolean;
+	/** Its neighbours in `connections`, by time of the last request. */
+	older: Connection | undefined;
+	newer: Connection | undefined;
 };
 
 /** How often a repeated warning (evictions, refusals) may be logged. */
@@ -73,7 +77,8 @@ export function createServer({config: initialConfig, logger, pam, logRequest = f
 	logger.info(fields, 'request');
 }}: ServerOptions): AuthServer {
 	let config = initialConfig;
-	const connections = new Map<number, Connection>();
+	/** Open connections, the one idle longest first (eviction takes it). */
+	const connections = new RecencyList<Connection>();
 	const heldFailures = new Map<NodeJS.Timeout, () => void>();
 	let allowedServices = new Set(config.services);
 	let policy = compilePolicy(config.callers);
@@ -138,8 +143,10 @@ export function createServer({config: initialConfig, logger, pam, logRequest = f
 			}, config.idleTimeoutMs),
 			closing: false,
 			pumping: false,
+			older: undefined,
+			newer: undefined,
 		};
-		connections.set(id, connection);
+		connections.touch(connection);
 
 		socket.on('data', (chunk: Buffer) => {
 			connection.reader.push(chunk);
@@ -168,7 +175,7 @@ export function createServer({config: initialConfig, logger, pam, logRequest = f
 
 			clearTimeout(connection.idleTimer);
 			connection.reader.clear();
-			connections.delete(id);
+			connections.delete(connection);
 			if (connections.size === 0) {
 				allClosed?.();
 			}
@@ -177,12 +184,11 @@ export function createServer({config: initialConfig, logger, pam, logRequest = f
 
 	/** Close the connection that has been idle longest, to make room. */
 	function evictIdlest(): boolean {
-		// The map is kept in order of last request, oldest first.
-		for (const connection of connections.values()) {
+		for (const connection of connections) {
 			if (connection.slots.length === 0) {
 				warnThrottled('evicted', {conn: connection.id, maxConnections: config.maxConnections}, 'connection limit reached: closing the longest-idle connection');
 				connection.socket.destroy();
-				connections.delete(connection.id);
+				connections.delete(connection);
 				return true;
 			}
 		}
@@ -243,9 +249,7 @@ export function createServer({config: initialConfig, logger, pam, logRequest = f
 		const slot: Slot = {answer: undefined};
 		connection.slots.push(slot);
 		connection.idleTimer.refresh();
-		// Kept in order of last request, so that eviction finds the idlest first.
-		connections.delete(connection.id);
-		connections.set(connection.id, connection);
+		connections.touch(connection);
 
 		const parsed = parseRequest(line, config);
 		if (parsed.kind === 'malformed') {
@@ -428,7 +432,7 @@ export function createServer({config: initialConfig, logger, pam, logRequest = f
 				release();
 			}
 
-			for (const connection of connections.values()) {
+			for (const connection of [...connections]) {
 				// Requests already read are answered; nothing more is read.
 				pump(connection);
 				connection.closing = true;
@@ -438,7 +442,7 @@ export function createServer({config: initialConfig, logger, pam, logRequest = f
 			}
 
 			const deadline = setTimeout(() => {
-				for (const connection of connections.values()) {
+				for (const connection of [...connections]) {
 					for (const slot of connection.slots) {
 						slot.answer ??= answers.fail;
 					}
