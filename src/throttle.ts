@@ -18,6 +18,7 @@ Memory stays bounded: at most `maxThrottleKeys` keys (least recently used go fir
 import {createHmac, randomBytes, timingSafeEqual} from 'node:crypto';
 import {performance} from 'node:perf_hooks';
 import {setTimeout as sleep} from 'node:timers/promises';
+import {RecencyList, type Listed} from './recency.js';
 
 export type ThrottleOptions = {
 	readonly freeFailures: number;
@@ -46,6 +47,7 @@ export type Turn = {
 export type Refusal = {readonly refused: string};
 
 type KeyState = {
+	readonly key: string;
 	failures: number;
 	lastFailureAt: number;
 	lastWrong: Buffer | undefined;
@@ -57,18 +59,29 @@ type KeyState = {
 	readonly waiters: Array<() => void>;
 	/** Set while a timer will wake the line when `heldUntil` passes. */
 	wakeTimer: NodeJS.Timeout | undefined;
+	/** Its neighbours by time of last use (`#keyOrder`). */
+	older: KeyState | undefined;
+	newer: KeyState | undefined;
 };
 
 type Bucket = {
+	readonly uid: number;
 	tokens: number;
 	updatedAt: number;
+	/** Its neighbours by time of last use (`#bucketOrder`). */
+	older: Bucket | undefined;
+	newer: Bucket | undefined;
 };
 
 export class Throttle {
 	#options: ThrottleOptions;
 	readonly #secret = randomBytes(32);
+	// Looked up by the maps, kept in order of last use by the lists (the least recently used go
+	// first): a delete and a set on every request would keep the maps' tables churning.
 	readonly #keys = new Map<string, KeyState>();
+	readonly #keyOrder = new RecencyList<KeyState>();
 	readonly #buckets = new Map<number, Bucket>();
+	readonly #bucketOrder = new RecencyList<Bucket>();
 	#waiting = 0;
 
 	constructor(options: ThrottleOptions) {
@@ -216,28 +229,34 @@ export class Throttle {
 
 	#touch(key: string): KeyState {
 		let state = this.#keys.get(key);
-		if (state) {
-			// Most recently used last, so the first entries are the ones to drop.
-			this.#keys.delete(key);
-		} else {
-			state = {failures: 0, lastFailureAt: 0, lastWrong: undefined, running: 0, heldUntil: 0, waiters: [], wakeTimer: undefined};
-			this.#evict(this.#keys, this.#options.maxThrottleKeys - 1, candidate => candidate.running === 0 && candidate.waiters.length === 0 && candidate.heldUntil <= performance.now());
+		if (!state) {
+			this.#evict(this.#keyOrder, this.#options.maxThrottleKeys - 1, candidate => {
+				if (candidate.running > 0 || candidate.waiters.length > 0 || candidate.heldUntil > performance.now()) {
+					return false;
+				}
+
+				this.#keys.delete(candidate.key);
+				return true;
+			});
+			state = {key, failures: 0, lastFailureAt: 0, lastWrong: undefined, running: 0, heldUntil: 0, waiters: [], wakeTimer: undefined, older: undefined, newer: undefined};
+			this.#keys.set(key, state);
 		}
 
-		this.#keys.set(key, state);
+		this.#keyOrder.touch(state);
 		return state;
 	}
 
-	#evict<K, V>(map: Map<K, V>, keep: number, idle: (value: V) => boolean): void {
+	/** Drop the least recently used entries that `drop` lets go, until `keep` are left. */
+	#evict<V extends Listed<V>>(order: RecencyList<V>, keep: number, drop: (value: V) => boolean): void {
 		// Busy keys are skipped; there are at most `maxWaitingChecks` plus the checks running.
 		let scanned = 0;
-		for (const [key, value] of map) {
-			if (map.size <= keep || scanned++ > 1000) {
+		for (const value of order) {
+			if (order.size <= keep || scanned++ > 1000) {
 				break;
 			}
 
-			if (idle(value)) {
-				map.delete(key);
+			if (drop(value)) {
+				order.delete(value);
 			}
 		}
 	}
@@ -245,16 +264,23 @@ export class Throttle {
 	#bucket(uid: number, now: number): Bucket {
 		let bucket = this.#buckets.get(uid);
 		if (bucket) {
-			this.#buckets.delete(uid);
 			const {failureBudgetBurst, failureBudgetPerSecond} = this.#options;
 			bucket.tokens = Math.min(failureBudgetBurst, bucket.tokens + (now - bucket.updatedAt) / 1000 * failureBudgetPerSecond);
 			bucket.updatedAt = now;
 		} else {
-			bucket = {tokens: this.#options.failureBudgetBurst, updatedAt: now};
-			this.#evict(this.#buckets, this.#options.maxThrottleKeys - 1, candidate => candidate.tokens >= this.#options.failureBudgetBurst);
+			this.#evict(this.#bucketOrder, this.#options.maxThrottleKeys - 1, candidate => {
+				if (candidate.tokens < this.#options.failureBudgetBurst) {
+					return false;
+				}
+
+				this.#buckets.delete(candidate.uid);
+				return true;
+			});
+			bucket = {uid, tokens: this.#options.failureBudgetBurst, updatedAt: now, older: undefined, newer: undefined};
+			this.#buckets.set(uid, bucket);
 		}
 
-		this.#buckets.set(uid, bucket);
+		this.#bucketOrder.touch(bucket);
 		return bucket;
 	}
 

@@ -159,4 +159,23 @@ describe('Throttle', () => {
 		expect(throttle.size.keys).toBeLessThanOrEqual(100);
 		expect(throttle.size.waiting).toBe(0);
 	});
+
+	it('forgets the least recently used key first', async () => {
+		const throttle = new Throttle({...defaults, freeFailures: 1, backoffBaseMs: 1, maxThrottleKeys: 3});
+		const wrong = (text: string) => throttle.fingerprint(Buffer.from(text));
+		const fail = async (user: string, password: string) => (await turn(throttle, user)).finish(false, wrong(password));
+		for (const user of ['a', 'b', 'c']) {
+			// eslint-disable-next-line no-await-in-loop
+			expect(await fail(user, 'first')).toBe(0);
+		}
+
+		// `a` used again (its second failure), then a fourth key: `b` is now the one unused longest.
+		expect(await fail('a', 'second')).toBe(1);
+		expect(await fail('d', 'first')).toBe(0);
+		expect(throttle.size.keys).toBe(3);
+		// `a` and `c` remember their failures; `b` starts again from nothing.
+		expect(await fail('a', 'third')).toBe(2);
+		expect(await fail('c', 'second')).toBe(1);
+		expect(await fail('b', 'second')).toBe(0);
+	});
 });
