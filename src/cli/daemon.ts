@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=2 --max-old-space-size=1024
+#!/usr/bin/env -S node --max-semi-space-size=1 --max-old-space-size=1024
 /**
 `pam-authserviced`: flags, environment and file → configuration → listen → signals. Takes the
 original x2gobroker-authservice's flags with the same meaning, plus one flag for every limit.
@@ -6,9 +6,11 @@ Precedence: flags > environment (`PAM_AUTHSERVICE_<FLAG>`) > configuration file 
 
 The line above is the one place for Node's own flags; the Debian package's wrapper and the
 benchmark read them from there.
-- `--max-semi-space-size=2` caps V8's young generation at 2 MiB a half (Node 20's default lets it
-  grow to 16): after the benchmark's load the daemon kept 20 MiB less, at no cost in throughput
-  that the benchmark could see.
+- `--max-semi-space-size=1` caps V8's young generation at 1 MiB a half (Node 20's default lets it
+  grow to 16): after the benchmark's load the daemon kept 20 MiB less with 2 MiB, and 2 MiB less
+  again with 1, at no cost in throughput that interleaved runs could tell from their noise. What
+  the young generation holds at a collection is the requests in flight; it gets cheap to collect
+  once nothing old points at what has finished (see recency.ts).
 - `--max-old-space-size=1024` caps the heap at 1 GiB, far above what the default limits can fill
   (1024 connections with 128 requests in flight each, 100 000 throttle keys). V8 sizes the heap
   from the machine's memory, and on a machine of 2 GiB or more lets it grow fourfold before a full
