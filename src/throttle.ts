@@ -65,7 +65,8 @@ type KeyState = {
 };
 
 type Bucket = {
-	readonly uid: number;
+	/** The caller's uid: its key in `#buckets`. */
+	readonly key: number;
 	tokens: number;
 	updatedAt: number;
 	/** Its neighbours by time of last use (`#bucketOrder`). */
@@ -230,14 +231,7 @@ export class Throttle {
 	#touch(key: string): KeyState {
 		let state = this.#keys.get(key);
 		if (!state) {
-			this.#evict(this.#keyOrder, this.#options.maxThrottleKeys - 1, candidate => {
-				if (candidate.running > 0 || candidate.waiters.length > 0 || candidate.heldUntil > performance.now()) {
-					return false;
-				}
-
-				this.#keys.delete(candidate.key);
-				return true;
-			});
+			this.#evict(this.#keys, this.#keyOrder, this.#options.maxThrottleKeys - 1, candidate => candidate.running === 0 && candidate.waiters.length === 0 && candidate.heldUntil <= performance.now());
 			state = {key, failures: 0, lastFailureAt: 0, lastWrong: undefined, running: 0, heldUntil: 0, waiters: [], wakeTimer: undefined, older: undefined, newer: undefined};
 			this.#keys.set(key, state);
 		}
@@ -246,8 +240,8 @@ export class Throttle {
 		return state;
 	}
 
-	/** Drop the least recently used entries that `drop` lets go, until `keep` are left. */
-	#evict<V extends Listed<V>>(order: RecencyList<V>, keep: number, drop: (value: V) => boolean): void {
+	/** Drop the least recently used entries that are `idle`, from the map and its order, until `keep` are left. */
+	#evict<K, V extends Listed<V> & {readonly key: K}>(map: Map<K, V>, order: RecencyList<V>, keep: number, idle: (value: V) => boolean): void {
 		// Busy keys are skipped; there are at most `maxWaitingChecks` plus the checks running.
 		let scanned = 0;
 		for (const value of order) {
@@ -255,8 +249,9 @@ export class Throttle {
 				break;
 			}
 
-			if (drop(value)) {
+			if (idle(value)) {
 				order.delete(value);
+				map.delete(value.key);
 			}
 		}
 	}
@@ -268,15 +263,8 @@ export class Throttle {
 			bucket.tokens = Math.min(failureBudgetBurst, bucket.tokens + (now - bucket.updatedAt) / 1000 * failureBudgetPerSecond);
 			bucket.updatedAt = now;
 		} else {
-			this.#evict(this.#bucketOrder, this.#options.maxThrottleKeys - 1, candidate => {
-				if (candidate.tokens < this.#options.failureBudgetBurst) {
-					return false;
-				}
-
-				this.#buckets.delete(candidate.uid);
-				return true;
-			});
-			bucket = {uid, tokens: this.#options.failureBudgetBurst, updatedAt: now, older: undefined, newer: undefined};
+			this.#evict(this.#buckets, this.#bucketOrder, this.#options.maxThrottleKeys - 1, candidate => candidate.tokens >= this.#options.failureBudgetBurst);
+			bucket = {key: uid, tokens: this.#options.failureBudgetBurst, updatedAt: now, older: undefined, newer: undefined};
 			this.#buckets.set(uid, bucket);
 		}
 
