@@ -26,10 +26,6 @@ export class RecencyList<T extends Listed<T>> {
 		return this.#size;
 	}
 
-	get oldest(): T | undefined {
-		return this.#oldest;
-	}
-
 	has(item: T): boolean {
 		return item.older !== undefined || item.newer !== undefined || this.#oldest === item;
 	}
