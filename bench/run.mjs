@@ -54,7 +54,7 @@ const flag = name => args.includes(name);
 const option = name => (args.includes(name) ? args[args.indexOf(name) + 1] : undefined);
 const quick = flag('--quick');
 const only = option('--only') ? new Set(option('--only').split(',').map(name => name.trim())) : undefined;
-const peerNames = ['pam-authservice', 'x2gobroker-authservice', 'saslauthd'];
+const peerNames = ['pam-authservice', 'x2gobroker-authservice', 'saslauthd', 'relay-floor'];
 const scenarioNames = ['selftest', 'loop', 'throughput', 'head-of-line', 'idle-flood', 'profile'];
 for (const name of only ?? []) {
 	if (![...peerNames, ...scenarioNames].includes(name)) {
@@ -416,6 +416,22 @@ function peerDefinitions(sandbox, prepared, directory) {
 				return {socket, pid: child.pid, logFile: path.join(directory, 'x2gobroker-authservice.log'), startMs: await waitForSocket(socket, child.pid, 15_000, path.join(directory, 'x2gobroker-authservice.log')), stop: async () => stopTree(child.pid)};
 			},
 		},
+		// Not a program anyone would run: the floor of this project's design, for the report. It
+		// takes turns with the others in the cases compared with saslauthd, and nothing else.
+		'relay-floor': {
+			protocol: 'line',
+			pipelining: false,
+			reference: true,
+			note: 'bench/relay-floor.mjs: a bare Node.js server relaying each request line to this project\'s own PAM workers (the same C program and frames), as many as the daemon starts under load, two a core; no log, no limits, no throttle, no time-outs. Run with the daemon\'s Node.js flags.',
+			async start() {
+				const socket = path.join(directory, 'relay-floor.socket');
+				const child = spawnTracked(process.execPath, [...prepared.daemonNodeFlags, path.join(root, 'bench/relay-floor.mjs'), socket, path.join(root, 'build/pam-authservice-worker'), String(2 * os.availableParallelism())],
+					{env, stdio: ['ignore', 'pipe', 'inherit']});
+				const begun = performance.now();
+				await serverReady(child, 'the relay floor');
+				return {socket, pid: child.pid, startMs: performance.now() - begun, stop: async () => stopTree(child.pid)};
+			},
+		},
 		saslauthd: {
 			protocol: 'sasl',
 			pipelining: false,
@@ -503,7 +519,8 @@ async function throughput(entries) {
 		}
 	}
 
-	const takes = (entry, {mode}) => !entry.result.error && (mode === 'oneshot' || entry.peer.pipelining);
+	// A reference (the relay floor) takes only the cases compared with saslauthd.
+	const takes = (entry, {mode, wrongShare}) => !entry.result.error && (mode === 'oneshot' || entry.peer.pipelining) && (!entry.peer.reference || wrongShare === 0);
 	for (const [index, spec] of cases.entries()) {
 		// Every other case the other way round: no peer always runs right after the same one.
 		const turn = index % 2 === 0 ? entries : [...entries].reverse();
@@ -947,7 +964,7 @@ try {
 		const entries = Object.entries(definitions).filter(([name]) => peerWanted(name)).map(([name, peer]) => peerEntry(name, peer));
 		report.interleaved = true;
 		await measureSideBySide(entries);
-		for (const entry of entries.filter(each => !each.result.error)) {
+		for (const entry of entries.filter(each => !each.result.error && !each.peer.reference)) {
 			try {
 				// eslint-disable-next-line no-await-in-loop
 				await measureAlone(entry);
@@ -963,7 +980,11 @@ try {
 			}
 
 			delete result.logFile;
-			report.peers.push(result);
+			if (definitions[name].reference) {
+				report.designFloor = result;
+			} else {
+				report.peers.push(result);
+			}
 		}
 	}
 

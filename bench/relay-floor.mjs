@@ -1,0 +1,129 @@
+// The floor of the design, for the report: the least a Node.js daemon that hands every check to
+// PAM worker processes can do. A Unix-socket server that relays each request line to the daemon's
+// own C workers (build/pam-authservice-worker, the same frames) and answers `ok` or `fail` by their
+// result, in request order per connection: no log, no limits, no throttle, no time-outs, no
+// supervision. Run with the daemon's Node.js flags and as many workers as the daemon starts under
+// load (two a core), it shows what the shape itself (one event loop, one hop to a worker and back)
+// allows against the same load generator; the gap to pam-authservice is what the daemon's own work
+// costs. `node bench/relay-floor.mjs SOCKET WORKER_PATH WORKERS` prints `ready` once it listens.
+import {spawn} from 'node:child_process';
+import {rmSync} from 'node:fs';
+import net from 'node:net';
+
+const [socketPath, workerPath, workerCount] = process.argv.slice(2);
+const answers = {ok: Buffer.from('ok\n'), fail: Buffer.from('fail\n')};
+
+/** One request frame: u32 payload length, then service, user, password, ruser, each u32 length + bytes. */
+function frame(line) {
+	const first = line.indexOf(13);
+	const second = first === -1 ? -1 : line.indexOf(13, first + 1);
+	if (second === -1) {
+		return undefined;
+	}
+
+	const fields = [line.subarray(second + 1), line.subarray(0, first), line.subarray(first + 1, second), Buffer.alloc(0)];
+	const payload = fields.reduce((sum, field) => sum + 4 + field.length, 0);
+	const buffer = Buffer.allocUnsafe(4 + payload);
+	let offset = buffer.writeUInt32LE(payload, 0);
+	for (const field of fields) {
+		offset = buffer.writeUInt32LE(field.length, offset);
+		offset += field.copy(buffer, offset);
+	}
+
+	return buffer;
+}
+
+const idle = [];
+const waiting = [];
+
+function startWorker() {
+	const child = spawn(workerPath, [], {stdio: ['pipe', 'pipe', 'inherit']});
+	const worker = {child, slot: undefined, pending: Buffer.alloc(0)};
+	child.stdout.on('data', chunk => {
+		worker.pending = worker.pending.length === 0 ? chunk : Buffer.concat([worker.pending, chunk]);
+		while (worker.pending.length >= 4 && worker.pending.length >= 4 + worker.pending.readUInt32LE(0)) {
+			// Response payload: i32 PAM code, u8 step (0: passed authentication and account), …
+			const passed = worker.pending.readInt32LE(4) === 0 && worker.pending[8] === 0;
+			worker.pending = worker.pending.subarray(4 + worker.pending.readUInt32LE(0));
+			const {slot} = worker;
+			worker.slot = undefined;
+			settle(slot, passed ? answers.ok : answers.fail);
+			dispatch(worker);
+		}
+	});
+	child.on('exit', () => {
+		process.stderr.write('relay-floor: a worker exited\n');
+		process.exit(1);
+	});
+	return worker;
+}
+
+function dispatch(worker) {
+	const next = waiting.shift();
+	if (next) {
+		worker.slot = next;
+		worker.child.stdin.write(next.frame);
+		next.frame = undefined;
+	} else {
+		idle.push(worker);
+	}
+}
+
+function settle(slot, answer) {
+	slot.answer = answer;
+	const {connection} = slot;
+	while (connection.slots.length > 0 && connection.slots[0].answer) {
+		connection.socket.write(connection.slots.shift().answer);
+	}
+
+	if (connection.ended && connection.slots.length === 0) {
+		connection.socket.end();
+	}
+}
+
+for (let index = 0; index < Number(workerCount); index++) {
+	idle.push(startWorker());
+}
+
+// The benchmark stops it with SIGTERM: exit normally (a --cpu-prof profile is written at exit).
+process.on('SIGTERM', () => {
+	process.exit(0);
+});
+
+rmSync(socketPath, {force: true});
+net.createServer({allowHalfOpen: true}, socket => {
+	const connection = {socket, slots: [], pending: Buffer.alloc(0), ended: false};
+	socket.on('data', chunk => {
+		connection.pending = connection.pending.length === 0 ? chunk : Buffer.concat([connection.pending, chunk]);
+		let start = 0;
+		for (let end = connection.pending.indexOf(10); end !== -1; end = connection.pending.indexOf(10, start)) {
+			const slot = {connection, answer: undefined, frame: frame(connection.pending.subarray(start, end))};
+			start = end + 1;
+			connection.slots.push(slot);
+			if (!slot.frame) {
+				settle(slot, answers.fail);
+				continue;
+			}
+
+			const worker = idle.pop();
+			if (worker) {
+				worker.slot = slot;
+				worker.child.stdin.write(slot.frame);
+				slot.frame = undefined;
+			} else {
+				waiting.push(slot);
+			}
+		}
+
+		connection.pending = connection.pending.subarray(start);
+	});
+	socket.on('end', () => {
+		connection.ended = true;
+		if (connection.slots.length === 0) {
+			socket.end();
+		}
+	});
+	socket.on('error', () => {});
+}).listen(socketPath, () => {
+	process.stdout.write('ready\n');
+});
