@@ -1,36 +1,25 @@
 // The floor of the design, for the report: the least a Node.js daemon that hands every check to
 // PAM worker processes can do. A Unix-socket server that relays each request line to the daemon's
-// own C workers (build/pam-authservice-worker, the same frames) and answers `ok` or `fail` by their
-// result, in request order per connection: no log, no limits, no throttle, no time-outs, no
-// supervision. Run with the daemon's Node.js flags and as many workers as the daemon starts under
-// load (two a core), it shows what the shape itself (one event loop, one hop to a worker and back)
-// allows against the same load generator; the gap to pam-authservice is what the daemon's own work
-// costs. `node bench/relay-floor.mjs SOCKET WORKER_PATH WORKERS` prints `ready` once it listens.
+// own C workers (build/pam-authservice-worker, with the frames of dist/worker-protocol.js) and
+// answers `ok` or `fail` by their result, in request order per connection: no log, no limits, no
+// throttle, no time-outs, no supervision. Run with the daemon's Node.js flags and as many workers
+// as the daemon starts under load (two a core), it shows what the shape itself (one event loop,
+// one hop to a worker and back) allows against the same load generator; the gap to
+// pam-authservice is what the daemon's own work costs.
+// `node bench/relay-floor.mjs SOCKET WORKER_PATH WORKERS` prints `ready` once it listens.
 import {spawn} from 'node:child_process';
 import {rmSync} from 'node:fs';
 import net from 'node:net';
+import {encodeRequest} from '../dist/worker-protocol.js';
 
 const [socketPath, workerPath, workerCount] = process.argv.slice(2);
 const answers = {ok: Buffer.from('ok\n'), fail: Buffer.from('fail\n')};
 
-/** One request frame: u32 payload length, then service, user, password, ruser, each u32 length + bytes. */
+/** The worker's request frame for a line `user\rpassword\rservice`, by the daemon's own encoder. */
 function frame(line) {
 	const first = line.indexOf(13);
 	const second = first === -1 ? -1 : line.indexOf(13, first + 1);
-	if (second === -1) {
-		return undefined;
-	}
-
-	const fields = [line.subarray(second + 1), line.subarray(0, first), line.subarray(first + 1, second), Buffer.alloc(0)];
-	const payload = fields.reduce((sum, field) => sum + 4 + field.length, 0);
-	const buffer = Buffer.allocUnsafe(4 + payload);
-	let offset = buffer.writeUInt32LE(payload, 0);
-	for (const field of fields) {
-		offset = buffer.writeUInt32LE(field.length, offset);
-		offset += field.copy(buffer, offset);
-	}
-
-	return buffer;
+	return second === -1 ? undefined : encodeRequest({user: line.subarray(0, first), password: line.subarray(first + 1, second), service: line.subarray(second + 1)});
 }
 
 const idle = [];
@@ -58,12 +47,16 @@ function startWorker() {
 	return worker;
 }
 
+function send(worker, slot) {
+	worker.slot = slot;
+	worker.child.stdin.write(slot.frame);
+	slot.frame = undefined;
+}
+
 function dispatch(worker) {
 	const next = waiting.shift();
 	if (next) {
-		worker.slot = next;
-		worker.child.stdin.write(next.frame);
-		next.frame = undefined;
+		send(worker, next);
 	} else {
 		idle.push(worker);
 	}
@@ -107,9 +100,7 @@ net.createServer({allowHalfOpen: true}, socket => {
 
 			const worker = idle.pop();
 			if (worker) {
-				worker.slot = slot;
-				worker.child.stdin.write(slot.frame);
-				slot.frame = undefined;
+				send(worker, slot);
 			} else {
 				waiting.push(slot);
 			}
