@@ -286,7 +286,9 @@ export function markdown(report) {
 		const cases = clientCounts => clientCounts.map(clients => {
 			const theirs = run(sasl, 'oneshot', clients);
 			const ourRun = run(mine, 'oneshot', clients);
-			return `${clients} ${clients === 1 ? 'client' : 'clients'}: ${number(run(relay, 'oneshot', clients).rate)} /s at ${cpuMsPerRequest(relay, 'oneshot', clients)} ms CPU a request (pam-authservice ${number(ourRun?.rate)} /s at ${cpuMsPerRequest(mine, 'oneshot', clients)} ms; saslauthd ${number(theirs?.rate)} /s)`;
+			// A partial run (`--only`) may leave a peer out: say only what was measured.
+			const beside = [ourRun && `pam-authservice ${number(ourRun.rate)} /s at ${cpuMsPerRequest(mine, 'oneshot', clients)} ms`, theirs && `saslauthd ${number(theirs.rate)} /s`].filter(Boolean);
+			return `${clients} ${clients === 1 ? 'client' : 'clients'}: ${number(run(relay, 'oneshot', clients).rate)} /s at ${cpuMsPerRequest(relay, 'oneshot', clients)} ms CPU a request${beside.length > 0 ? ` (${beside.join('; ')})` : ''}`;
 		});
 		const wrong = [...relay.warmup ?? [], ...relay.runs].reduce((sum, each) => sum + each.mismatches, 0);
 		push('', '## The floor of the design', '', `The least a Node.js daemon that hands every check to PAM worker processes can do: bench/relay-floor.mjs relays each request line to this project's own C workers (the same program and frames; as many as the daemon starts under load, two a core) and answers by their result, with no log, no limits, no throttle and no time-outs, under the daemon's Node.js flags. It took its turns with the programs above in the cases compared with saslauthd (one request per connection, good passwords), medians of the rounds: ${cases([1, 8, 64]).join('; ')}. The gap between it and pam-authservice is what the daemon's own work for a request costs (its log line, the throttle, the caller's credentials, limits and time-outs); the gap between it and saslauthd is what the design allows. Memory: ${relay.memoryIdle?.totalMiB} MiB idle, ${relay.memoryAfterLoad?.totalMiB} MiB after its runs (fewer than the others': one per connection, good passwords only), workers included. ${wrong} wrong answers.`);
