@@ -47,35 +47,20 @@ function median(values) {
 	return sorted.length % 2 === 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
 }
 
-/** Every answer checked in the run, the wrong ones counted. */
+/** A program's load outcomes in the run: warm-ups, throughput runs, head-of-line loads. */
+function outcomesOf(entry) {
+	return [...entry.warmup ?? [], ...entry.runs ?? [], entry.headOfLine?.good, entry.headOfLine?.attack].filter(Boolean);
+}
+
+/** The answers checked in `outcomes`, the wrong ones counted. */
+function tally(outcomes) {
+	return outcomes.reduce(({checked, wrong}, outcome) => ({checked: checked + outcome.done, wrong: wrong + outcome.mismatches}), {checked: 0, wrong: 0});
+}
+
+/** Every answer checked in the run (the programs compared and the profile's loads), the wrong ones counted. */
 function mismatchTotal(report) {
-	let checked = 0;
-	let wrong = 0;
-	const add = outcome => {
-		if (outcome) {
-			checked += outcome.done;
-			wrong += outcome.mismatches;
-		}
-	};
-
-	for (const entry of report.peers) {
-		for (const outcome of [...entry.warmup ?? [], ...entry.runs ?? []]) {
-			add(outcome);
-		}
-
-		add(entry.headOfLine?.good);
-		add(entry.headOfLine?.attack);
-	}
-
-	for (const profiled of report.profile?.runs ?? []) {
-		add(profiled.outcome);
-	}
-
-	for (const variant of report.profile?.variants ?? []) {
-		add(variant.pipelined);
-		add(variant.oneshot);
-	}
-	return {checked, wrong};
+	const profiled = [...(report.profile?.runs ?? []).map(each => each.outcome), ...(report.profile?.variants ?? []).flatMap(variant => [variant.pipelined, variant.oneshot])];
+	return tally([...report.peers.flatMap(outcomesOf), ...profiled.filter(Boolean)]);
 }
 
 export function targets(report) {
@@ -290,8 +275,8 @@ export function markdown(report) {
 			const beside = [ourRun && `pam-authservice ${number(ourRun.rate)} /s at ${cpuMsPerRequest(mine, 'oneshot', clients)} ms`, theirs && `saslauthd ${number(theirs.rate)} /s`].filter(Boolean);
 			return `${clients} ${clients === 1 ? 'client' : 'clients'}: ${number(run(relay, 'oneshot', clients).rate)} /s at ${cpuMsPerRequest(relay, 'oneshot', clients)} ms CPU a request${beside.length > 0 ? ` (${beside.join('; ')})` : ''}`;
 		});
-		const wrong = [...relay.warmup ?? [], ...relay.runs].reduce((sum, each) => sum + each.mismatches, 0);
-		push('', '## The floor of the design', '', `The least a Node.js daemon that hands every check to PAM worker processes can do: bench/relay-floor.mjs relays each request line to this project's own C workers (the same program and frames; as many as the daemon starts under load, two a core) and answers by their result, with no log, no limits, no throttle and no time-outs, under the daemon's Node.js flags. It took its turns with the programs above in the cases compared with saslauthd (one request per connection, good passwords), medians of the rounds: ${cases([1, 8, 64]).join('; ')}. The gap between it and pam-authservice is what the daemon's own work for a request costs (its log line, the throttle, the caller's credentials, limits and time-outs); the gap between it and saslauthd is what the design allows. Memory: ${relay.memoryIdle?.totalMiB} MiB idle, ${relay.memoryAfterLoad?.totalMiB} MiB after its runs (fewer than the others': one per connection, good passwords only), workers included. ${wrong} wrong answers.`);
+		const answered = tally(outcomesOf(relay));
+		push('', '## The floor of the design', '', `The least a Node.js daemon that hands every check to PAM worker processes can do: bench/relay-floor.mjs relays each request line to this project's own C workers (the same program and frames; as many as the daemon starts under load, two a core) and answers by their result, with no log, no limits, no throttle and no time-outs, under the daemon's Node.js flags. It took its turns with the programs above in the cases compared with saslauthd (one request per connection, good passwords), medians of the rounds: ${cases([1, 8, 64]).join('; ')}. The gap between it and pam-authservice is what the daemon's own work for a request costs (its log line, the throttle, the caller's credentials, limits and time-outs); the gap between it and saslauthd is what the design allows. Memory: ${relay.memoryIdle?.totalMiB} MiB idle, ${relay.memoryAfterLoad?.totalMiB} MiB after its runs (fewer than the others': one per connection, good passwords only), workers included. ${number(answered.wrong)} wrong of ${number(answered.checked)} answers.`);
 	}
 
 	const noisy = valid.flatMap(entry => (entry.runs ?? []).map(each => ({entry, each}))).filter(({each}) => each.otherCpuCores > 0.25);
