@@ -381,7 +381,7 @@ function daemonNodeFlags() {
 	return /^#!\/usr\/bin\/env -S node (.+)$/.exec(shebang)?.[1].split(/\s+/) ?? [];
 }
 
-function peerDefinitions(sandbox, prepared, directory) {
+function peerDefinitions(sandbox, prepared, directory, relayWorkers) {
 	const env = {...process.env, ...sandbox.environment};
 	const me = os.userInfo().username;
 	const logFile = name => openSync(path.join(directory, `${name}.log`), 'a');
@@ -422,12 +422,12 @@ function peerDefinitions(sandbox, prepared, directory) {
 			protocol: 'line',
 			pipelining: false,
 			reference: true,
-			note: 'bench/relay-floor.mjs: a bare Node.js server relaying each request line to this project\'s own PAM workers (the same C program and frames), as many as the daemon starts under load, two a core; no log, no limits, no throttle, no time-outs. Run with the daemon\'s Node.js flags.',
+			note: `bench/relay-floor.mjs: a bare Node.js server relaying each request line to this project's own PAM workers (the same C program and frames), ${relayWorkers} of them, as many as the daemon starts under load with its defaults; no log, no limits, no throttle, no time-outs. Run with the daemon's Node.js flags.`,
 			async start() {
 				const socket = path.join(directory, 'relay-floor.socket');
-				const child = spawnTracked(process.execPath, [...prepared.daemonNodeFlags, path.join(root, 'bench/relay-floor.mjs'), socket, path.join(root, 'build/pam-authservice-worker'), String(2 * os.availableParallelism())],
-					{env, stdio: ['ignore', 'pipe', 'inherit']});
 				const begun = performance.now();
+				const child = spawnTracked(process.execPath, [...prepared.daemonNodeFlags, path.join(root, 'bench/relay-floor.mjs'), socket, path.join(root, 'build/pam-authservice-worker'), String(relayWorkers)],
+					{env, stdio: ['ignore', 'pipe', 'inherit']});
 				await serverReady(child, 'the relay floor');
 				return {socket, pid: child.pid, startMs: performance.now() - begun, stop: async () => stopTree(child.pid)};
 			},
@@ -894,6 +894,8 @@ if (flag('--render')) {
 
 const prepared = setup(flag('--no-setup'));
 const {createPamSandbox, matrixStack} = await import(path.join(root, 'dist/sandbox.js'));
+const {defaultConfig} = await import(path.join(root, 'dist/config.js'));
+const {eagerWorkersFor} = await import(path.join(root, 'dist/pool.js'));
 const directory = path.join(os.tmpdir(), `pam-authservice-bench-${process.pid}`);
 mkdirSync(directory, {recursive: true});
 workDirectory = directory;
@@ -959,7 +961,7 @@ try {
 		}
 	}
 
-	const definitions = peerDefinitions(sandbox, prepared, directory);
+	const definitions = peerDefinitions(sandbox, prepared, directory, eagerWorkersFor(defaultConfig()));
 	if (['throughput', 'head-of-line', 'idle-flood'].some(scenarioWanted)) {
 		const entries = Object.entries(definitions).filter(([name]) => peerWanted(name)).map(([name, peer]) => peerEntry(name, peer));
 		report.interleaved = true;

@@ -501,6 +501,7 @@ export class WorkerPool implements PamChecker {
 	}
 }
 
-function eagerWorkersFor(options: PoolOptions): number {
+/** The workers the pool starts as soon as checks wait: `eagerWorkers`, or two a CPU when it is 0. */
+export function eagerWorkersFor(options: Pick<PoolOptions, 'eagerWorkers'>): number {
 	return options.eagerWorkers || 2 * availableParallelism();
 }
