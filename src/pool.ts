@@ -123,8 +123,8 @@ class Worker {
 		this.jobStarted = performance.now();
 		this.checks++;
 		const frame = encodeRequest(job.request);
-		job.request.password.fill(0);
-		// The frame holds the password: zero it once the pipe has taken it, not before.
+		// The frame holds the password: zero it once the pipe has taken it, not before. The
+		// request's own buffers are the caller's to zero.
 		this.process.stdin.write(frame, () => frame.fill(0));
 		const timeoutMs = this.pool.options.checkTimeoutMs;
 		this.#checkTimer = setTimeout(() => {
@@ -253,17 +253,20 @@ export class WorkerPool implements PamChecker {
 		this.#fillToMinimum();
 	}
 
-	/** Run one check. Always resolves: a check that could not run is a `fail` with a reason. */
-	async check(request: CheckRequest): Promise<CheckOutcome> {
+	/**
+	Run one check. Always resolves: a check that could not run is a `fail` with a reason. The
+	request's buffers stay the caller's: the pool copies them into the worker's frame (and zeroes
+	its copy), the caller zeroes the password once the outcome is in.
+	Not an async function, which would wrap the promise below in one more.
+	*/
+	check(request: CheckRequest): Promise<CheckOutcome> {
 		if (this.#closed) {
-			request.password.fill(0);
-			return {ok: false, reason: 'shutting down', delayUs: 0, messages: []};
+			return Promise.resolve({ok: false, reason: 'shutting down', delayUs: 0, messages: []});
 		}
 
 		if (this.#queuedCount >= this.#options.maxQueuedChecks && this.#idle.length === 0 && this.#workers.size >= this.#options.maxWorkers) {
-			request.password.fill(0);
 			this.#logger.warn({queued: this.#queuedCount, maxQueuedChecks: this.#options.maxQueuedChecks}, 'check queue full: answering fail');
-			return {ok: false, reason: 'check queue full', delayUs: 0, messages: []};
+			return Promise.resolve({ok: false, reason: 'check queue full', delayUs: 0, messages: []});
 		}
 
 		return new Promise(resolve => {
@@ -306,7 +309,6 @@ export class WorkerPool implements PamChecker {
 		clearTimeout(this.#growTimer);
 		clearImmediate(this.#growCheck);
 		for (const job of this.#queue.splice(this.#queueHead)) {
-			job.request.password.fill(0);
 			job.resolve({ok: false, reason: 'shutting down', delayUs: 0, messages: []});
 		}
 
@@ -400,7 +402,6 @@ export class WorkerPool implements PamChecker {
 		}
 
 		for (const job of this.#queue.splice(this.#queueHead)) {
-			job.request.password.fill(0);
 			job.resolve({ok: false, reason: 'no PAM worker could start', delayUs: 0, messages: []});
 		}
 

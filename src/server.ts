@@ -8,12 +8,13 @@ import type {Config} from './config.js';
 import {listenOnSocket, listenWith, removeSocket, type BoundSocket} from './listen.js';
 import type {LoggedCaller, Logger, RequestFields} from './logger.js';
 import type {CheckOutcome, PamChecker} from './pool.js';
+import type {CheckRequest} from './worker-protocol.js';
 import {identifyCaller} from './caller.js';
 import {compilePolicy, type Caller} from './policy.js';
 import {answers, LineReader, parseRequest} from './protocol.js';
 import {RecencyList} from './recency.js';
 import {resolveGid, resolveUid} from './system.js';
-import {Throttle} from './throttle.js';
+import {Throttle, type Refusal, type Turn} from './throttle.js';
 
 export type ServerOptions = {
 	readonly config: Config;
@@ -274,7 +275,8 @@ export function createServer({config: initialConfig, logger, pam, logRequest = f
 			return;
 		}
 
-		// Copies that outlive the line; the pool zeroes the password once the worker has it.
+		// Copies that outlive the line. The password's copy is zeroed once the check is done: the
+		// throttle fingerprints a wrong one.
 		const check = {
 			user: Buffer.from(parsed.user),
 			password: Buffer.from(parsed.password),
@@ -283,26 +285,39 @@ export function createServer({config: initialConfig, logger, pam, logRequest = f
 			ruser: Buffer.from(connection.caller.userName),
 		};
 		line.fill(0);
-		void throttle.enter(service, user, connection.caller.uid).then(async turn => {
-			if ('refused' in turn) {
-				check.password.fill(0);
-				answer(connection, slot, false, {...base, reason: `throttle: ${turn.refused}`});
-				return;
-			}
+		const entered = throttle.enter(service, user, connection.caller.uid);
+		if (entered instanceof Promise) {
+			void entered.then(turn => {
+				runCheck(connection, slot, check, turn, base);
+			});
+		} else {
+			runCheck(connection, slot, check, entered, base);
+		}
+	}
 
-			// A caller that has gone away while waiting its turn gets no check: it cannot read the answer.
-			if (connection.socket.destroyed) {
-				check.password.fill(0);
-				turn.cancel();
-				answer(connection, slot, false, {...base, reason: 'caller went away before its turn'});
-				return;
-			}
+	type CheckLog = Pick<AnswerLog, 'request' | 'user' | 'service' | 'started'>;
 
-			const fingerprint = throttle.fingerprint(check.password);
-			const outcome = await pam.check(check);
-			const penaltyMs = turn.finish(outcome.ok, fingerprint);
+	/** Once the request has its turn (or was refused one): the check, the throttle's verdict, the answer. */
+	function runCheck(connection: Connection, slot: Slot, check: CheckRequest, turn: Turn | Refusal, log: CheckLog): void {
+		if ('refused' in turn) {
+			check.password.fill(0);
+			answer(connection, slot, false, {...log, reason: `throttle: ${turn.refused}`});
+			return;
+		}
+
+		// A caller that has gone away while waiting its turn gets no check: it cannot read the answer.
+		if (connection.socket.destroyed) {
+			check.password.fill(0);
+			turn.cancel();
+			answer(connection, slot, false, {...log, reason: 'caller went away before its turn'});
+			return;
+		}
+
+		void pam.check(check).then(outcome => {
+			const penaltyMs = turn.finish(outcome.ok, check.password);
+			check.password.fill(0);
 			const delayMs = outcome.ok ? 0 : Math.max(penaltyMs, Math.min(Math.ceil(outcome.delayUs / 1000), config.maxFailDelayMs));
-			const fields = {...base, outcome, reason: outcome.reason};
+			const fields = {...log, outcome, reason: outcome.reason};
 			if (delayMs === 0 || shuttingDown) {
 				answer(connection, slot, outcome.ok, fields);
 				return;

@@ -41,7 +41,7 @@ export type PamMessage = {
 export type CheckRequest = {
 	readonly service: Buffer;
 	readonly user: Buffer;
-	/** Zeroed by the caller once the request is encoded; never turned into a string. */
+	/** Zeroed by its owner once the check is done (the pool zeroes only its own copy); never turned into a string. */
 	readonly password: Buffer;
 	/** The caller's user name, for `PAM_RUSER`; empty or absent leaves it unset. */
 	readonly ruser?: Buffer;

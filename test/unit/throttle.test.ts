@@ -30,16 +30,39 @@ describe('Throttle', () => {
 
 	it('escalates for different wrong passwords, not for the same one repeated, and a success resets', async () => {
 		const throttle = new Throttle({...defaults, freeFailures: 1, backoffBaseMs: 1});
-		const wrong = (text: string) => throttle.fingerprint(Buffer.from(text));
 		const holds: number[] = [];
 		for (const password of ['a1', 'a2', 'a3', 'a3', 'a3', 'a4']) {
 			// eslint-disable-next-line no-await-in-loop
-			holds.push((await turn(throttle, 'alice')).finish(false, wrong(password)));
+			holds.push((await turn(throttle, 'alice')).finish(false, Buffer.from(password)));
 		}
 
 		expect(holds).toEqual([0, 1, 2, 2, 2, 4]);
-		expect((await turn(throttle, 'alice')).finish(true, wrong('right'))).toBe(0);
-		expect((await turn(throttle, 'alice')).finish(false, wrong('a5'))).toBe(0);
+		expect((await turn(throttle, 'alice')).finish(true, Buffer.from('right'))).toBe(0);
+		expect((await turn(throttle, 'alice')).finish(false, Buffer.from('a5'))).toBe(0);
+	});
+
+	it('remembers a wrong password by its HMAC, not by the buffer it was given (zeroed after)', async () => {
+		const throttle = new Throttle({...defaults, freeFailures: 1, backoffBaseMs: 1});
+		const fail = async (password: string) => {
+			const buffer = Buffer.from(password);
+			const holdMs = (await turn(throttle, 'alice')).finish(false, buffer);
+			buffer.fill(0);
+			return holdMs;
+		};
+
+		expect(await fail('a1')).toBe(0);
+		expect(await fail('a2')).toBe(1);
+		// The same wrong password again: no escalation, although the first buffer is zeros now.
+		expect(await fail('a2')).toBe(1);
+		// Zeros of the same length are another password.
+		expect(await fail('\0\0')).toBe(2);
+	});
+
+	it('gives a request that may start its turn at once, not a promise of one', () => {
+		const throttle = new Throttle(defaults);
+		const entered = throttle.enter('x2gobroker', 'alice', 1);
+		expect(entered).not.toBeInstanceOf(Promise);
+		expect('finish' in entered && entered.finish(true, Buffer.from('right'))).toBe(0);
 	});
 
 	it('makes parallel requests for one key wait in line, each after the last one\'s penalty', async () => {
@@ -47,7 +70,7 @@ describe('Throttle', () => {
 		const started = performance.now();
 		const finishedAt = await Promise.all(Array.from({length: 5}, async (_, index) => {
 			const entered = await turn(throttle, 'alice');
-			entered.finish(false, throttle.fingerprint(Buffer.from(`guess-${index}`)));
+			entered.finish(false, Buffer.from(`guess-${index}`));
 			return performance.now() - started;
 		}));
 		// Each one entered after the one before had served 50 ms.
@@ -97,7 +120,7 @@ describe('Throttle', () => {
 
 	it('keeps other keys free while one is in penalty', async () => {
 		const throttle = new Throttle({...defaults, freeFailures: 0, backoffBaseMs: 5000});
-		(await turn(throttle, 'alice')).finish(false, throttle.fingerprint(Buffer.from('x')));
+		(await turn(throttle, 'alice')).finish(false, Buffer.from('x'));
 		const started = performance.now();
 		await turn(throttle, 'bob');
 		expect(performance.now() - started).toBeLessThan(100);
@@ -162,8 +185,7 @@ describe('Throttle', () => {
 
 	it('forgets the least recently used key first', async () => {
 		const throttle = new Throttle({...defaults, freeFailures: 1, backoffBaseMs: 1, maxThrottleKeys: 3});
-		const wrong = (text: string) => throttle.fingerprint(Buffer.from(text));
-		const fail = async (user: string, password: string) => (await turn(throttle, user)).finish(false, wrong(password));
+		const fail = async (user: string, password: string) => (await turn(throttle, user)).finish(false, Buffer.from(password));
 		for (const user of ['a', 'b', 'c']) {
 			// eslint-disable-next-line no-await-in-loop
 			expect(await fail(user, 'first')).toBe(0);
