@@ -173,6 +173,20 @@ export function requestLine(fields: RequestFields, pid: number, time: string): s
 	return `{"level":"info"${time},"pid":${pid},"name":"${name}"${numeric('request', fields.request)}${numeric('conn', fields.conn)}${text('user', fields.user)}${text('service', fields.service)}${text('reason', fields.reason)}${text('shape', fields.shape)}${callerJson}${text('result', fields.result)}${numeric('durationMs', fields.durationMs)}${numeric('delayMs', fields.delayMs)}${numeric('workerPid', fields.workerPid)},"msg":"request"}\n`;
 }
 
+let timeMs = 0;
+let timeText = '';
+
+/** `,"time":"…"` as pino's `isoTime` writes it, made once a millisecond: a busy daemon logs several lines in one. */
+function isoTime(): string {
+	const now = Date.now();
+	if (now !== timeMs) {
+		timeMs = now;
+		timeText = `,"time":"${new Date(now).toISOString()}"`;
+	}
+
+	return timeText;
+}
+
 export function createLogging(options: LoggerOptions = {}): Logging {
 	const {stream, reopen, flush, ready} = options.destination ? {stream: options.destination, reopen() {}, flush() {}} : destinationFor(options.target ?? {kind: 'stdout'});
 	const logger = pino(
@@ -200,7 +214,7 @@ export function createLogging(options: LoggerOptions = {}): Logging {
 			metadata.lastLevel = info;
 		}
 
-		stream.write(requestLine(fields, process.pid, pino.stdTimeFunctions.isoTime()));
+		stream.write(requestLine(fields, process.pid, isoTime()));
 	};
 
 	return {logger, request, reopen, flush, ready: ready ?? Promise.resolve()};
