@@ -1,6 +1,7 @@
 // The floor of the design, for the report: the least a Node.js daemon that hands every check to
-// PAM worker processes can do. A Unix-socket server that relays each request line to the daemon's
-// own C workers (build/pam-authservice-worker, with the frames of dist/worker-protocol.js) and
+// PAM worker processes can do. A Unix-socket server that reads request lines as the daemon does
+// (dist/protocol.js: LineReader, parseRequest), relays each to the daemon's own C workers
+// (build/pam-authservice-worker, with the frames of dist/worker-protocol.js) and
 // answers `ok` or `fail` by their result, in request order per connection: no log, no limits, no
 // throttle, no time-outs, no supervision. Run with the daemon's Node.js flags and as many workers
 // as the daemon starts under load (two a core), it shows what the shape itself (one event loop,
@@ -10,16 +11,19 @@
 import {spawn} from 'node:child_process';
 import {rmSync} from 'node:fs';
 import net from 'node:net';
+import {defaultConfig} from '../dist/config.js';
+import {LineReader, parseRequest} from '../dist/protocol.js';
 import {encodeRequest} from '../dist/worker-protocol.js';
 
 const [socketPath, workerPath, workerCount] = process.argv.slice(2);
 const answers = {ok: Buffer.from('ok\n'), fail: Buffer.from('fail\n')};
+/** The daemon's own line and field limits: the floor reads requests as the daemon does. */
+const limits = defaultConfig();
 
-/** The worker's request frame for a line `user\rpassword\rservice`, by the daemon's own encoder. */
+/** The worker's request frame for a request line, by the daemon's own parser and encoder; none for a malformed line. */
 function frame(line) {
-	const first = line.indexOf(13);
-	const second = first === -1 ? -1 : line.indexOf(13, first + 1);
-	return second === -1 ? undefined : encodeRequest({user: line.subarray(0, first), password: line.subarray(first + 1, second), service: line.subarray(second + 1)});
+	const request = parseRequest(line, limits);
+	return request.kind === 'request' ? encodeRequest(request) : undefined;
 }
 
 const idle = [];
@@ -85,13 +89,12 @@ process.on('SIGTERM', () => {
 
 rmSync(socketPath, {force: true});
 net.createServer({allowHalfOpen: true}, socket => {
-	const connection = {socket, slots: [], pending: Buffer.alloc(0), ended: false};
+	const connection = {socket, slots: [], reader: new LineReader(limits.maxLineBytes), ended: false};
 	socket.on('data', chunk => {
-		connection.pending = connection.pending.length === 0 ? chunk : Buffer.concat([connection.pending, chunk]);
-		let start = 0;
-		for (let end = connection.pending.indexOf(10); end !== -1; end = connection.pending.indexOf(10, start)) {
-			const slot = {connection, answer: undefined, frame: frame(connection.pending.subarray(start, end))};
-			start = end + 1;
+		connection.reader.push(chunk);
+		for (let line = connection.reader.next(); line !== undefined; line = connection.reader.next()) {
+			// An over-long line has no request to relay (the load generator never sends one).
+			const slot = {connection, answer: undefined, frame: line === 'overlong' ? undefined : frame(line)};
 			connection.slots.push(slot);
 			if (!slot.frame) {
 				settle(slot, answers.fail);
@@ -105,8 +108,6 @@ net.createServer({allowHalfOpen: true}, socket => {
 				waiting.push(slot);
 			}
 		}
-
-		connection.pending = connection.pending.subarray(start);
 	});
 	socket.on('end', () => {
 		connection.ended = true;
