@@ -6,7 +6,8 @@ import {createRequire} from 'node:module';
 import type net from 'node:net';
 
 type Addon = {
-	peerCredentials(fd: number): PeerCredentials;
+	/** Writes pid, uid and gid into `out`. */
+	peerCredentials(fd: number, out: Uint32Array): void;
 	setDumpable(dumpable: boolean): void;
 	isDumpable(): boolean;
 	sendDatagram(path: string, message: string): void;
@@ -21,6 +22,9 @@ export type PeerCredentials = {
 // Built by `make -C native` beside the worker; the same relative path from src/ and from dist/.
 const addon = createRequire(import.meta.url)('../build/pam_authservice_native.node') as Addon;
 
+/** Where the addon writes pid, uid and gid: one array for every call, read at once. */
+const credentials = new Uint32Array(3);
+
 /**
 The credentials the kernel recorded when the peer connected (SO_PEERCRED).
 @returns `undefined` when the socket has no file descriptor any more (it closed).
@@ -34,10 +38,12 @@ export function peerCredentials(socket: net.Socket): PeerCredentials | undefined
 	}
 
 	try {
-		return addon.peerCredentials(fd);
+		addon.peerCredentials(fd, credentials);
 	} catch {
 		return undefined;
 	}
+
+	return {pid: credentials[0]!, uid: credentials[1]!, gid: credentials[2]!};
 }
 
 /** Whether this process may dump core or be ptraced by its uid (prctl PR_SET_DUMPABLE). */

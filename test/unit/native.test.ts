@@ -69,12 +69,17 @@ describe('peerCredentials', () => {
 	});
 
 	it('makes the raw addon throw a typed error for a bad descriptor or argument', () => {
-		const addon = createRequire(import.meta.url)('../../build/pam_authservice_native.node') as {peerCredentials(fd: unknown): unknown};
-		expect(() => addon.peerCredentials(9999)).toThrow(expect.objectContaining({code: 'EBADF'}));
+		const addon = createRequire(import.meta.url)('../../build/pam_authservice_native.node') as {peerCredentials(fd: unknown, out?: unknown): unknown};
+		const out = new Uint32Array(3);
+		expect(() => addon.peerCredentials(9999, out)).toThrow(expect.objectContaining({code: 'EBADF'}));
 		const file = openSync(path.join(directory, 'plain-file'), 'w');
-		expect(() => addon.peerCredentials(file)).toThrow(expect.objectContaining({code: 'ENOTSOCK'}));
+		expect(() => addon.peerCredentials(file, out)).toThrow(expect.objectContaining({code: 'ENOTSOCK'}));
 		closeSync(file);
-		expect(() => addon.peerCredentials('3')).toThrow(TypeError);
+		expect(() => addon.peerCredentials('3', out)).toThrow(TypeError);
+		// Where the credentials go must be a Uint32Array with room for all three.
+		for (const wrong of [undefined, [0, 0, 0], new Int32Array(3), new Uint32Array(2)]) {
+			expect(() => addon.peerCredentials(9999, wrong)).toThrow(TypeError);
+		}
 	});
 });
 
