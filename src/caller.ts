@@ -35,22 +35,15 @@ function cachedUserName(uid: number): string {
 }
 
 /**
-What /proc said of a process, for a second: a broker that connects for every check (as
-x2gobroker's own client does), or a flood of connections from one process, would otherwise cost
-two /proc reads a connection. Keyed by uid and gid too, so that a recycled pid of another user is
-never taken for the old one.
+Who a process is, for a second: a broker that connects for every check (as x2gobroker's own client
+does), or a flood of connections from one process, would otherwise cost two /proc reads and a
+name lookup a connection. Keyed by pid, and taken only when the kernel's uid and gid still match,
+so that a recycled pid of another user is never taken for the old one.
 */
-const details = new Map<string, {groups: number[]; exe: string | undefined; at: number}>();
-const detailsTtlMs = 1000;
+const callers = new Map<number, {caller: Caller; at: number}>();
+const callerTtlMs = 1000;
 
-function procDetails(pid: number, uid: number, gid: number): {groups: number[]; exe: string | undefined} {
-	const key = `${pid}:${uid}:${gid}`;
-	const now = performance.now();
-	const cached = details.get(key);
-	if (cached && now - cached.at < detailsTtlMs) {
-		return cached;
-	}
-
+function procDetails(pid: number): {groups: number[]; exe: string | undefined} {
 	let groups: number[] = [];
 	let exe: string | undefined;
 	try {
@@ -61,13 +54,7 @@ function procDetails(pid: number, uid: number, gid: number): {groups: number[]; 
 		// Gone already, or /proc is not ours to read: the kernel's credentials suffice.
 	}
 
-	if (details.size >= 10_000) {
-		details.clear();
-	}
-
-	const entry = {groups, exe, at: now};
-	details.set(key, entry);
-	return entry;
+	return {groups, exe};
 }
 
 export function identifyCaller(socket: net.Socket): Caller {
@@ -77,6 +64,18 @@ export function identifyCaller(socket: net.Socket): Caller {
 	}
 
 	const {pid, uid, gid} = credentials;
-	const {groups, exe} = procDetails(pid, uid, gid);
-	return {pid, uid, gid, groups, userName: cachedUserName(uid), exe};
+	const now = performance.now();
+	const cached = callers.get(pid);
+	if (cached && cached.caller.uid === uid && cached.caller.gid === gid && now - cached.at < callerTtlMs) {
+		return cached.caller;
+	}
+
+	const {groups, exe} = procDetails(pid);
+	const caller: Caller = {pid, uid, gid, groups, userName: cachedUserName(uid), exe};
+	if (callers.size >= 10_000) {
+		callers.clear();
+	}
+
+	callers.set(pid, {caller, at: now});
+	return caller;
 }
