@@ -4,6 +4,7 @@ journal has it). Callers never hand a password to the logger; the redaction belo
 line of defence, not the first.
 */
 import {pino, type DestinationStream, type Logger} from 'pino';
+import {appendFileSync, writeSync} from 'node:fs';
 import {createRequire} from 'node:module';
 import type {LogLevel} from './config.js';
 
@@ -58,7 +59,7 @@ export type Logging = {
 	request(fields: RequestFields): void;
 	/** Reopen the log file (SIGUSR1); nothing to do for the other targets. */
 	reopen(): void;
-	/** Write out what is buffered, before the process exits. */
+	/** Write out what is buffered, synchronously: before the process exits, or before readiness is announced. */
 	flush(): void;
 	/** Settles once the log file is open (at once for the other targets): `flush()` can write from then on. */
 	readonly ready: Promise<void>;
@@ -77,14 +78,14 @@ JSON targets write asynchronously and in batches: `info` lines and below wait un
 `logBatchChars` have gathered or `logFlushMs` has passed, and then go out in one write. Under load
 one write a line (and the thread-pool round trip of an asynchronous write) was a fifth of the
 daemon's CPU for each request. A warning or an error goes out at once, with what waits before it.
-`flush()` writes out the rest at exit; a daemon killed by SIGKILL loses at most the last
-`logFlushMs` of `info` lines.
+`flush()` writes out the rest synchronously (at exit, and before readiness is announced); a
+daemon killed by SIGKILL loses at most the last `logFlushMs` of `info` lines.
 
 The lines are gathered here, not in sonic-boom (its `minLength`): sonic-boom appends each line to
 one string and measures that string's UTF-8 length on every write, which copies all that is
 gathered once a line, and was the largest part of what the daemon allocated for a request.
 */
-function batched(boom: ReturnType<typeof pino.destination>): Destination {
+function batched(boom: ReturnType<typeof pino.destination>, writeNow: (text: string) => void): Destination {
 	const warn = pino.levels.values['warn']!;
 	let lines: string[] = [];
 	let chars = 0;
@@ -127,11 +128,28 @@ function batched(boom: ReturnType<typeof pino.destination>): Destination {
 		}),
 		reopen: () => boom.reopen(),
 		flush() {
-			writeOut();
+			clearTimeout(timer);
+			timer = undefined;
+			const batch = lines.join('');
+			lines = [];
+			chars = 0;
 			try {
+				// What sonic-boom holds and has not started to write.
 				boom.flushSync();
 			} catch {
-				// A file not open yet, or a write of its own in flight: nothing more to do at exit.
+				// Its file not open yet: nothing of ours is in it.
+			}
+
+			try {
+				// The lines still gathering, written here and now. Handed to sonic-boom they would go out
+				// in a thread-pool write that nothing waits for: a process about to exit, or whoever
+				// reads the log right after, could miss them (`flushSync()` skips a write in flight).
+				// A batch already in flight is older and usually written by then.
+				if (batch.length > 0) {
+					writeNow(batch);
+				}
+			} catch {
+				// Nowhere to write (a file that cannot be opened, a full pipe): nothing more to do at exit.
 			}
 		},
 	};
@@ -140,7 +158,9 @@ function batched(boom: ReturnType<typeof pino.destination>): Destination {
 function destinationFor(target: LogTarget): Destination {
 	switch (target.kind) {
 		case 'file': {
-			return batched(pino.destination({dest: target.path, append: true, mkdir: true, sync: false}));
+			return batched(pino.destination({dest: target.path, append: true, mkdir: true, sync: false}), text => {
+				appendFileSync(target.path, text);
+			});
 		}
 
 		case 'pretty': {
@@ -150,7 +170,13 @@ function destinationFor(target: LogTarget): Destination {
 		}
 
 		default: {
-			return batched(pino.destination({dest: target.kind === 'stderr' ? 2 : 1, sync: false}));
+			const fd = target.kind === 'stderr' ? 2 : 1;
+			return batched(pino.destination({dest: fd, sync: false}), text => {
+				const bytes = Buffer.from(text);
+				for (let written = 0; written < bytes.length;) {
+					written += writeSync(fd, bytes, written);
+				}
+			});
 		}
 	}
 }

@@ -3,6 +3,7 @@ The request line, written without pino's serializer, is the line pino would writ
 target: `info` lines wait to go out in one write (for `logFlushMs` or until `logBatchChars` have
 gathered), warnings go out at once, and `flush()` leaves nothing behind.
 */
+import {pbkdf2} from 'node:crypto';
 import {mkdtempSync, readFileSync, rmSync} from 'node:fs';
 import {tmpdir} from 'node:os';
 import path from 'node:path';
@@ -115,5 +116,17 @@ describe('the log file', () => {
 		logging.logger.info('last words');
 		logging.flush();
 		expect(messages()).toEqual(['last words']);
+	});
+
+	it('writes the lines still gathering at flush() itself, not in the busy thread pool', async () => {
+		const {messages, logging} = await fileLogging();
+		// Every thread of libuv's pool busy for a while: an asynchronous write would wait behind them.
+		const busy = Array.from({length: Number(process.env['UV_THREADPOOL_SIZE'] ?? 4)}, async () => new Promise(resolve => {
+			pbkdf2('x', 'salt', 300_000, 32, 'sha256', resolve);
+		}));
+		logging.logger.info('while busy');
+		logging.flush();
+		expect(messages()).toEqual(['while busy']);
+		await Promise.all(busy);
 	});
 });
