@@ -84,6 +84,13 @@ export class WorkerProtocolError extends Error {
 	override name = 'WorkerProtocolError' as const;
 }
 
+/** A function of its own, not a closure over `decodeResponse`'s offset: one fewer object a response. */
+function need(payload: Buffer, offset: number, bytes: number): void {
+	if (offset + bytes > payload.length) {
+		throw new WorkerProtocolError(`Truncated worker response: needed ${bytes} bytes at offset ${offset} of ${payload.length}`);
+	}
+}
+
 /**
 Decode one response payload (without its length prefix).
 
@@ -91,13 +98,7 @@ Decode one response payload (without its length prefix).
 */
 export function decodeResponse(payload: Buffer): WorkerResult {
 	let offset = 0;
-	const need = (bytes: number): void => {
-		if (offset + bytes > payload.length) {
-			throw new WorkerProtocolError(`Truncated worker response: needed ${bytes} bytes at offset ${offset} of ${payload.length}`);
-		}
-	};
-
-	need(4 + 1 + 4 + 4);
+	need(payload, offset, 4 + 1 + 4 + 4);
 	const pamCode = payload.readInt32LE(offset);
 	offset += 4;
 	const stepIndex = payload.readUInt8(offset);
@@ -106,21 +107,21 @@ export function decodeResponse(payload: Buffer): WorkerResult {
 	offset += 4;
 	const textLength = payload.readUInt32LE(offset);
 	offset += 4;
-	need(textLength);
+	need(payload, offset, textLength);
 	const text = payload.toString('utf8', offset, offset + textLength);
 	offset += textLength;
 
-	need(2);
+	need(payload, offset, 2);
 	const messageCount = payload.readUInt16LE(offset);
 	offset += 2;
 	const messages: PamMessage[] = [];
 	for (let index = 0; index < messageCount; index++) {
-		need(1 + 4);
+		need(payload, offset, 1 + 4);
 		const style = messageStyles[payload.readUInt8(offset)] ?? 'unknown';
 		offset += 1;
 		const length = payload.readUInt32LE(offset);
 		offset += 4;
-		need(length);
+		need(payload, offset, length);
 		messages.push({style, text: payload.toString('utf8', offset, offset + length)});
 		offset += length;
 	}
@@ -139,33 +140,34 @@ export function decodeResponse(payload: Buffer): WorkerResult {
 
 /** Split the worker's stdout into response payloads, wherever the chunk boundaries fall. */
 export class ResponseReader {
-	#pending: Buffer[] = [];
-	#pendingBytes = 0;
+	/** An unfinished frame: the bytes after the last whole one. Responses mostly arrive whole. */
+	#pending: Buffer | undefined;
 
 	/**
 	@returns The payloads completed by this chunk, in order.
 	@throws {WorkerProtocolError} When a frame announces more than `maxResponsePayloadBytes`.
 	*/
 	push(chunk: Buffer): Buffer[] {
-		this.#pending.push(chunk);
-		this.#pendingBytes += chunk.length;
+		const buffered = this.#pending ? Buffer.concat([this.#pending, chunk]) : chunk;
+		this.#pending = undefined;
 		const payloads: Buffer[] = [];
-		while (this.#pendingBytes >= 4) {
-			const buffered = this.#pending.length === 1 ? this.#pending[0]! : Buffer.concat(this.#pending, this.#pendingBytes);
-			this.#pending = [buffered];
-			const payloadLength = buffered.readUInt32LE(0);
+		let offset = 0;
+		while (buffered.length - offset >= 4) {
+			const payloadLength = buffered.readUInt32LE(offset);
 			if (payloadLength > maxResponsePayloadBytes) {
 				throw new WorkerProtocolError(`Worker response of ${payloadLength} bytes is over the limit`);
 			}
 
-			if (buffered.length < 4 + payloadLength) {
+			if (buffered.length - offset - 4 < payloadLength) {
 				break;
 			}
 
-			payloads.push(buffered.subarray(4, 4 + payloadLength));
-			const rest = buffered.subarray(4 + payloadLength);
-			this.#pending = rest.length > 0 ? [rest] : [];
-			this.#pendingBytes = rest.length;
+			payloads.push(buffered.subarray(offset + 4, offset + 4 + payloadLength));
+			offset += 4 + payloadLength;
+		}
+
+		if (offset < buffered.length) {
+			this.#pending = buffered.subarray(offset);
 		}
 
 		return payloads;
