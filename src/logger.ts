@@ -90,13 +90,19 @@ function batched(boom: ReturnType<typeof pino.destination>, writeNow: (text: str
 	let lines: string[] = [];
 	let chars = 0;
 	let timer: NodeJS.Timeout | undefined;
-	const writeOut = (): void => {
+	/** The lines gathered so far, as one string, and the gathering begun again. */
+	const takeBatch = (): string => {
 		clearTimeout(timer);
 		timer = undefined;
-		if (lines.length > 0) {
-			const batch = lines.join('');
-			lines = [];
-			chars = 0;
+		const batch = lines.join('');
+		lines = [];
+		chars = 0;
+		return batch;
+	};
+
+	const writeOut = (): void => {
+		const batch = takeBatch();
+		if (batch.length > 0) {
 			boom.write(batch);
 		}
 	};
@@ -128,11 +134,7 @@ function batched(boom: ReturnType<typeof pino.destination>, writeNow: (text: str
 		}),
 		reopen: () => boom.reopen(),
 		flush() {
-			clearTimeout(timer);
-			timer = undefined;
-			const batch = lines.join('');
-			lines = [];
-			chars = 0;
+			const batch = takeBatch();
 			try {
 				// What sonic-boom holds and has not started to write.
 				boom.flushSync();
