@@ -118,7 +118,7 @@ export class Throttle {
 		}
 
 		state.running++;
-		return this.#takeToken(uid) ? this.#turn(state, uid) : this.#waitForBudget(state, uid);
+		return this.#withinBudget(state, uid);
 	}
 
 	async #waitInLine(state: KeyState, uid: number): Promise<Turn | Refusal> {
@@ -141,6 +141,11 @@ export class Throttle {
 			this.#waiting--;
 		}
 
+		return this.#withinBudget(state, uid);
+	}
+
+	/** For a request that holds its place in the key's line: its turn now if its caller has a token, else once one has come back. */
+	#withinBudget(state: KeyState, uid: number): Turn | Promise<Turn> {
 		return this.#takeToken(uid) ? this.#turn(state, uid) : this.#waitForBudget(state, uid);
 	}
 
