@@ -1,7 +1,7 @@
 // The floor of the design, for the report: the least a Node.js daemon that hands every check to
 // PAM worker processes can do. A Unix-socket server that reads request lines as the daemon does
 // (dist/protocol.js: LineReader, parseRequest), relays each to the daemon's own C workers
-// (build/pam-authservice-worker, with the frames of dist/worker-protocol.js) and
+// (build/pam-authservice-worker, frames written and read by dist/worker-protocol.js) and
 // answers `ok` or `fail` by their result, in request order per connection: no log, no limits, no
 // throttle, no time-outs, no supervision. Run with the daemon's Node.js flags and as many workers
 // as the daemon starts under load (two a core), it shows what the shape itself (one event loop,
@@ -13,7 +13,7 @@ import {rmSync} from 'node:fs';
 import net from 'node:net';
 import {defaultConfig} from '../dist/config.js';
 import {LineReader, parseRequest} from '../dist/protocol.js';
-import {encodeRequest} from '../dist/worker-protocol.js';
+import {decodeResponse, encodeRequest, ResponseReader} from '../dist/worker-protocol.js';
 
 const [socketPath, workerPath, workerCount] = process.argv.slice(2);
 const answers = {ok: Buffer.from('ok\n'), fail: Buffer.from('fail\n')};
@@ -31,16 +31,14 @@ const waiting = [];
 
 function startWorker() {
 	const child = spawn(workerPath, [], {stdio: ['pipe', 'pipe', 'inherit']});
-	const worker = {child, slot: undefined, pending: Buffer.alloc(0)};
+	const worker = {child, slot: undefined, reader: new ResponseReader()};
 	child.stdout.on('data', chunk => {
-		worker.pending = worker.pending.length === 0 ? chunk : Buffer.concat([worker.pending, chunk]);
-		while (worker.pending.length >= 4 && worker.pending.length >= 4 + worker.pending.readUInt32LE(0)) {
-			// Response payload: i32 PAM code, u8 step (0: passed authentication and account), …
-			const passed = worker.pending.readInt32LE(4) === 0 && worker.pending[8] === 0;
-			worker.pending = worker.pending.subarray(4 + worker.pending.readUInt32LE(0));
+		// Read and decoded as the daemon's pool does: that much of a response's cost is the design's.
+		for (const payload of worker.reader.push(chunk)) {
+			const result = decodeResponse(payload);
 			const {slot} = worker;
 			worker.slot = undefined;
-			settle(slot, passed ? answers.ok : answers.fail);
+			settle(slot, result.step === 'none' && result.pamCode === 0 ? answers.ok : answers.fail);
 			dispatch(worker);
 		}
 	});
