@@ -29,7 +29,8 @@ export type CheckOutcome = {
 	/** The failure delay a PAM module asked for; the caller's `fail` is held back by it. */
 	readonly delayUs: number;
 	readonly messages: readonly PamMessage[];
-	readonly workerPid?: number;
+	/** The worker that ran it, or was running it when it went wrong. */
+	readonly workerPid?: number | undefined;
 };
 
 /** What the server needs of PAM; integration tests always use the real `WorkerPool`. */
@@ -37,6 +38,11 @@ export type PamChecker = {
 	check(request: CheckRequest): Promise<CheckOutcome>;
 	close(): Promise<void>;
 };
+
+/** The outcome of a check PAM never decided: the worker timed out, died or garbled its answer, or none could run it. */
+function notRun(reason: string, workerPid?: number): CheckOutcome {
+	return {ok: false, reason, delayUs: 0, messages: [], workerPid};
+}
 
 type Job = {
 	readonly request: CheckRequest;
@@ -129,7 +135,7 @@ class Worker {
 		const timeoutMs = this.pool.options.checkTimeoutMs;
 		this.#checkTimer = setTimeout(() => {
 			this.kill();
-			this.#finish({ok: false, reason: `check timed out after ${timeoutMs} ms`, delayUs: 0, messages: [], workerPid: this.pid});
+			this.#finish(notRun(`check timed out after ${timeoutMs} ms`, this.pid));
 		}, timeoutMs);
 	}
 
@@ -180,7 +186,7 @@ class Worker {
 		} catch (error) {
 			this.logger.error({err: error, workerPid: this.pid}, 'PAM worker sent a malformed response');
 			this.kill();
-			this.#finish({ok: false, reason: 'worker sent a malformed response', delayUs: 0, messages: []});
+			this.#finish(notRun('worker sent a malformed response', this.pid));
 			return;
 		}
 
@@ -219,7 +225,7 @@ class Worker {
 
 		this.exited = true;
 		this.#clearIdleTimer();
-		this.#finish({ok: false, reason, delayUs: 0, messages: [], workerPid: this.pid});
+		this.#finish(notRun(reason, this.pid));
 		this.pool.onWorkerExit(this);
 	}
 
@@ -261,12 +267,12 @@ export class WorkerPool implements PamChecker {
 	*/
 	check(request: CheckRequest): Promise<CheckOutcome> {
 		if (this.#closed) {
-			return Promise.resolve({ok: false, reason: 'shutting down', delayUs: 0, messages: []});
+			return Promise.resolve(notRun('shutting down'));
 		}
 
 		if (this.#queuedCount >= this.#options.maxQueuedChecks && this.#idle.length === 0 && this.#workers.size >= this.#options.maxWorkers) {
 			this.#logger.warn({queued: this.#queuedCount, maxQueuedChecks: this.#options.maxQueuedChecks}, 'check queue full: answering fail');
-			return Promise.resolve({ok: false, reason: 'check queue full', delayUs: 0, messages: []});
+			return Promise.resolve(notRun('check queue full'));
 		}
 
 		return new Promise(resolve => {
@@ -309,7 +315,7 @@ export class WorkerPool implements PamChecker {
 		clearTimeout(this.#growTimer);
 		clearImmediate(this.#growCheck);
 		for (const job of this.#queue.splice(this.#queueHead)) {
-			job.resolve({ok: false, reason: 'shutting down', delayUs: 0, messages: []});
+			job.resolve(notRun('shutting down'));
 		}
 
 		this.#queue.length = 0;
@@ -402,7 +408,7 @@ export class WorkerPool implements PamChecker {
 		}
 
 		for (const job of this.#queue.splice(this.#queueHead)) {
-			job.resolve({ok: false, reason: 'no PAM worker could start', delayUs: 0, messages: []});
+			job.resolve(notRun('no PAM worker could start'));
 		}
 
 		this.#queue.length = 0;

@@ -2,7 +2,7 @@
 The worker pool in this process, with real workers on a real PAM stack: what only shows when the
 test holds the pool's event loop, as a busy daemon's is held.
 */
-import {mkdtempSync, rmSync} from 'node:fs';
+import {mkdtempSync, rmSync, writeFileSync} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {pino} from 'pino';
@@ -67,6 +67,30 @@ describe('pool growth', () => {
 			expect(outcomes.map(outcome => outcome.ok)).toEqual([true, true]);
 			expect(outcomes[1]!.workerPid).toBe(outcomes[0]!.workerPid);
 			expect(pool.stats.workers).toBe(1);
+		} finally {
+			await pool.close();
+		}
+	});
+});
+
+describe('a worker that breaks the protocol', () => {
+	it('answers fail, names the worker and stops it', async () => {
+		// Reads the first byte of the request, then sends a frame too short to be a response.
+		const workerPath = path.join(directory, 'garbling-worker');
+		writeFileSync(workerPath, "#!/bin/sh\nhead -c 1 >/dev/null\nprintf '\\005\\000\\000\\000hello'\nexec sleep 60\n", {mode: 0o755});
+		const pool = new WorkerPool({...defaultConfig(), minWorkers: 1, workerPath}, pino({level: 'silent'}));
+		try {
+			const outcome = await pool.check(request());
+			expect(outcome).toMatchObject({ok: false, reason: 'worker sent a malformed response', delayUs: 0, messages: []});
+			expect(outcome.workerPid).toBeGreaterThan(0);
+			await expect.poll(() => {
+				try {
+					process.kill(outcome.workerPid!, 0);
+					return 'running';
+				} catch {
+					return 'gone';
+				}
+			}).toBe('gone');
 		} finally {
 			await pool.close();
 		}
