@@ -140,24 +140,45 @@ export function decodeResponse(payload: Buffer): WorkerResult {
 
 /** Split the worker's stdout into response payloads, wherever the chunk boundaries fall. */
 export class ResponseReader {
-	/** An unfinished frame: the bytes after the last whole one. Responses mostly arrive whole. */
-	#pending: Buffer | undefined;
+	/**
+	An unfinished frame: the bytes after the last whole one, as they came. Joined once the frame is
+	complete, not at every chunk: a large response in many small chunks is copied once, not once a
+	chunk. Responses mostly arrive whole, and then this stays empty.
+	*/
+	#pending: Buffer[] = [];
+	#pendingBytes = 0;
 
 	/**
 	@returns The payloads completed by this chunk, in order.
 	@throws {WorkerProtocolError} When a frame announces more than `maxResponsePayloadBytes`.
 	*/
 	push(chunk: Buffer): Buffer[] {
-		const buffered = this.#pending ? Buffer.concat([this.#pending, chunk]) : chunk;
-		this.#pending = undefined;
+		let buffered = chunk;
+		if (this.#pending.length > 0) {
+			this.#pending.push(chunk);
+			this.#pendingBytes += chunk.length;
+			if (this.#pendingBytes < 4) {
+				return [];
+			}
+
+			if (this.#pending[0]!.length < 4) {
+				// The length prefix itself was cut: join what there is (a few bytes at most so far).
+				this.#pending = [Buffer.concat(this.#pending, this.#pendingBytes)];
+			}
+
+			if (this.#pendingBytes < 4 + payloadLengthAt(this.#pending[0]!, 0)) {
+				return [];
+			}
+
+			buffered = Buffer.concat(this.#pending, this.#pendingBytes);
+			this.#pending = [];
+			this.#pendingBytes = 0;
+		}
+
 		const payloads: Buffer[] = [];
 		let offset = 0;
 		while (buffered.length - offset >= 4) {
-			const payloadLength = buffered.readUInt32LE(offset);
-			if (payloadLength > maxResponsePayloadBytes) {
-				throw new WorkerProtocolError(`Worker response of ${payloadLength} bytes is over the limit`);
-			}
-
+			const payloadLength = payloadLengthAt(buffered, offset);
 			if (buffered.length - offset - 4 < payloadLength) {
 				break;
 			}
@@ -167,9 +188,20 @@ export class ResponseReader {
 		}
 
 		if (offset < buffered.length) {
-			this.#pending = buffered.subarray(offset);
+			this.#pending.push(buffered.subarray(offset));
+			this.#pendingBytes = buffered.length - offset;
 		}
 
 		return payloads;
 	}
+}
+
+/** The payload length a frame at `offset` announces, refused over the limit before anything waits for it. */
+function payloadLengthAt(buffer: Buffer, offset: number): number {
+	const payloadLength = buffer.readUInt32LE(offset);
+	if (payloadLength > maxResponsePayloadBytes) {
+		throw new WorkerProtocolError(`Worker response of ${payloadLength} bytes is over the limit`);
+	}
+
+	return payloadLength;
 }
