@@ -150,7 +150,7 @@ export function targets(report) {
 	const memoryMeasured = (memory, floor) => {
 		const workersMiB = Math.round(memory.processes.filter(entry => entry.comm !== 'node').reduce((sum, entry) => sum + entry.rssMiB, 0) * 10) / 10;
 		const floorText = floor ? `; the Node.js floor server with the same workers: ${floor.totalMiB} + ${workersMiB} = ${Math.round((floor.totalMiB + workersMiB) * 10) / 10} MiB` : '';
-		return `${memory.totalMiB} MiB, ${memory.processes.length} processes${floorText}`;
+		return `${memory.totalMiB} MiB, ${memory.processes.length} processes${splitText(memory)}${floorText}`;
 	};
 
 	check('memory idle ≤ 45 MiB (daemon and workers)', () => ({pass: mine.memoryIdle.totalMiB <= 45, measured: memoryMeasured(mine.memoryIdle, report.nodeFloor?.idle)}));
@@ -187,6 +187,11 @@ function cell(outcome) {
 	return `${number(outcome.rate)} /s · p50 ${ms(outcome.p50Ms)} · p99 ${ms(outcome.p99Ms)}${notes.length > 0 ? ` (${notes.join('; ')})` : ''}`;
 }
 
+/** How much of a resident figure is the processes' own memory, for runs that recorded it. */
+function splitText(memory) {
+	return memory.anonMiB === undefined ? '' : ` (${memory.anonMiB} MiB their own, anonymous; ${memory.fileMiB} MiB pages of executables and libraries, shared)`;
+}
+
 function memoryCell(memory) {
 	if (!memory) {
 		return '–';
@@ -198,7 +203,8 @@ function memoryCell(memory) {
 		counts.set(entry.comm, {count: value.count + 1, mib: value.mib + entry.rssMiB});
 	}
 
-	return `${memory.totalMiB} MiB (${[...counts].map(([comm, {count, mib}]) => `${count > 1 ? `${count}× ` : ''}${comm} ${(mib / count).toFixed(1)}`).join(' + ')})`;
+	const own = memory.anonMiB === undefined ? '' : `; anonymous ${memory.anonMiB}`;
+	return `${memory.totalMiB} MiB (${[...counts].map(([comm, {count, mib}]) => `${count > 1 ? `${count}× ` : ''}${comm} ${(mib / count).toFixed(1)}`).join(' + ')}${own})`;
 }
 
 export function markdown(report) {
@@ -280,7 +286,7 @@ export function markdown(report) {
 	if (report.nodeFloor?.afterLoad) {
 		const floor = report.nodeFloor;
 		const flags = floor.flags.length > 0 ? ` (\`node ${floor.flags.join(' ')}\`, the daemon's flags)` : '';
-		push('', '## The floor of the runtime', '', `What any Node.js daemon of this shape starts from${flags}: bare Node.js waiting on a timer holds ${floor.bareIdle.totalMiB} MiB. A Node.js server that answers \`ok\` to every line at once (bench/node-floor.mjs: no PAM, no log, no limits) holds ${floor.idle.totalMiB} MiB idle and ${floor.afterLoad.totalMiB} MiB after these loads: one request per connection, 8 clients, ${number(floor.oneshot8.rate)} /s at ${floor.oneshot8.cpuMsPerRequest} ms CPU a request; pipelined, 64 clients, ${number(floor.pipelined64.rate)} /s at ${floor.pipelined64.cpuMsPerRequest} ms CPU a request. Most of a Node.js process's resident memory is the pages of the \`node\` executable itself (shared, read from the file), and a garbage-collected heap grows under load before it is collected.`);
+		push('', '## The floor of the runtime', '', `What any Node.js daemon of this shape starts from${flags}: bare Node.js waiting on a timer holds ${floor.bareIdle.totalMiB} MiB${floor.bareIdle.fileMiB === undefined ? '' : `, ${floor.bareIdle.fileMiB} MiB of it pages of the \`node\` executable and its libraries`}. A Node.js server that answers \`ok\` to every line at once (bench/node-floor.mjs: no PAM, no log, no limits) holds ${floor.idle.totalMiB} MiB idle${splitText(floor.idle)} and ${floor.afterLoad.totalMiB} MiB after these loads: one request per connection, 8 clients, ${number(floor.oneshot8.rate)} /s at ${floor.oneshot8.cpuMsPerRequest} ms CPU a request; pipelined, 64 clients, ${number(floor.pipelined64.rate)} /s at ${floor.pipelined64.cpuMsPerRequest} ms CPU a request. Most of a Node.js process's resident memory is the pages of the \`node\` executable itself (shared, read from the file), and a garbage-collected heap grows under load before it is collected.`);
 	}
 
 	const relay = report.designFloor;

@@ -274,17 +274,23 @@ function treeEntries(pids) {
 	return [...new Set(pids.flatMap(pid => tree(pid, table)))].map(pid => table.get(pid));
 }
 
-/** Resident memory of the process trees, in MiB, and each process's share. */
+/**
+Resident memory of the process trees, in MiB, and each process's share; each split into anonymous
+pages (the process's own: heap, stacks) and pages mapped from files (executables and libraries,
+shared with every process that maps them, and dropped first when memory is short).
+*/
 function memory(pids) {
 	const processes = [];
 	for (const entry of treeEntries(pids)) {
 		try {
-			const kib = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${entry.pid}/status`, 'utf8'))?.[1] ?? 0);
-			processes.push({pid: entry.pid, comm: entry.comm, rssMiB: Math.round(kib / 102.4) / 10});
+			const status = readFileSync(`/proc/${entry.pid}/status`, 'utf8');
+			const mib = field => Math.round(Number(new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? 0) / 102.4) / 10;
+			processes.push({pid: entry.pid, comm: entry.comm, rssMiB: mib('VmRSS'), anonMiB: mib('RssAnon'), fileMiB: mib('RssFile')});
 		} catch {}
 	}
 
-	return {totalMiB: Math.round(processes.reduce((sum, entry) => sum + entry.rssMiB, 0) * 10) / 10, processes};
+	const sum = key => Math.round(processes.reduce((total, entry) => total + entry[key], 0) * 10) / 10;
+	return {totalMiB: sum('rssMiB'), anonMiB: sum('anonMiB'), fileMiB: sum('fileMiB'), processes};
 }
 
 /** CPU seconds of the process trees, reaped children included. */
