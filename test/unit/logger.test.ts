@@ -1,7 +1,8 @@
 /**
 The request line, written without pino's serializer, is the line pino would write. The log file
-target: `info` lines wait to go out in one write (for `logFlushMs` or until `logBatchChars` have
-gathered), warnings go out at once, and `flush()` leaves nothing behind.
+target: `info` lines wait to go out in one write (for `logFlushMs` or until `logBatchBytes` have
+gathered), warnings go out at once, and `flush()` leaves nothing behind. Lines are encoded into
+the batch as they come: none is cut, reordered or mis-encoded at a batch's edge.
 */
 import {pbkdf2} from 'node:crypto';
 import {mkdtempSync, readFileSync, rmSync} from 'node:fs';
@@ -9,7 +10,7 @@ import {tmpdir} from 'node:os';
 import path from 'node:path';
 import {setTimeout as delay} from 'node:timers/promises';
 import {afterEach, describe, expect, it} from 'vitest';
-import {createLogging, logBatchChars, logFlushMs, type RequestFields} from '../../src/logger.js';
+import {createLogging, logBatchBytes, logFlushMs, type RequestFields} from '../../src/logger.js';
 import {waitFor} from '../helpers/daemon.js';
 
 const directories: string[] = [];
@@ -89,17 +90,39 @@ describe('the log file', () => {
 		expect(messages()).toEqual(['one', 'two', 'three']);
 	});
 
-	it('writes the lines at once when logBatchChars have gathered, without waiting for the timer', async () => {
+	it('writes the lines at once when logBatchBytes have gathered, without waiting for the timer', async () => {
 		const {messages, logging} = await fileLogging();
-		// Each line is a little over 1 000 characters: the first batch is full at the eighth.
-		const count = 2 * Math.ceil(logBatchChars / 1000);
+		// Each line is a little over 1 000 bytes: the first batch is full before the 33rd.
+		const count = 2 * Math.ceil(logBatchBytes / 1000);
 		for (let index = 0; index < count; index++) {
 			logging.logger.info('x'.repeat(1000));
 		}
 
-		const tookMs = await waitFor(() => messages().length >= Math.floor(logBatchChars / 1100), 2000, 2);
+		const tookMs = await waitFor(() => messages().length >= Math.floor(logBatchBytes / 1100), 2000, 2);
 		expect(tookMs).toBeLessThan(logFlushMs);
 		await waitFor(() => messages().length === count, 2000, 2);
+	});
+
+	it('keeps every line whole and in order across batches, whatever its length and characters', async () => {
+		const {messages, logging} = await fileLogging();
+		// Two- and four-byte characters (UTF-8), so that bytes and characters differ at every edge.
+		const lines = [
+			// About 30 KB: the batch is nearly full, not yet written.
+			...Array.from({length: 29}, (_, index) => `${index} ${'é'.repeat(500)}`),
+			// Too long for what is left of this batch's room, not for a batch of its own.
+			`long ${'€'.repeat(12_000)}`,
+			'between',
+			// Too long for any batch: written alone, after what came before it.
+			`longer ${'😀'.repeat(40_000)}`,
+			'after',
+		];
+		for (const line of lines) {
+			logging.logger.info(line);
+		}
+
+		logging.flush();
+		await waitFor(() => messages().length === lines.length, 2000, 2);
+		expect(messages()).toEqual(lines);
 	});
 
 	it('writes a warning at once, with the info lines before it, in order', async () => {
