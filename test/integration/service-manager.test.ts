@@ -51,10 +51,16 @@ describe('socket activation', () => {
 		const child = spawn('systemd-socket-activate', ['-l', socketPath, '--fdname=authservice', ...environment, process.execPath, daemonPath, '--config', '/dev/null', '--socket-file', path.join(directory, 'never-bound.socket'), ...me], {stdio: ['ignore', 'pipe', 'pipe']});
 		children.push(child);
 		let log = '';
+		let announced = '';
 		child.stdout.on('data', chunk => {
 			log += String(chunk);
 		});
-		await waitFor(() => existsSync(socketPath));
+		child.stderr.on('data', chunk => {
+			announced += String(chunk);
+		});
+		// Not the socket file's existence: it appears at bind(), before listen(), and a connection
+		// in between is refused. systemd-socket-activate says so once it listens.
+		await waitFor(() => announced.includes(`Listening on ${socketPath}`));
 		// systemd-socket-activate starts the daemon at the first connection.
 		expect(await ask(socketPath, alice.user, alice.password)).toBe('ok');
 		expect(await ask(socketPath, alice.user, wrongPassword)).toBe('fail');
