@@ -16,6 +16,7 @@ import {availableParallelism} from 'node:os';
 import {performance} from 'node:perf_hooks';
 import type {Readable, Writable} from 'node:stream';
 import type {Config} from './config.js';
+import {LazyTimer} from './lazy-timer.js';
 import type {Logger} from './logger.js';
 import {decodeResponse, encodeRequest, ResponseReader, type CheckRequest, type PamMessage, type WorkerResult} from './worker-protocol.js';
 
@@ -86,10 +87,12 @@ class Worker {
 	job: Job | undefined;
 	/** When the current job was handed over (`performance.now()`). */
 	jobStarted = 0;
+	/** When its last job ended, or it started. */
+	#idleSince = performance.now();
 	exited = false;
 	retiring = false;
-	#checkTimer: NodeJS.Timeout | undefined;
-	#idleTimer: NodeJS.Timeout | undefined;
+	readonly #checkTimeout = new LazyTimer(() => this.#killIfOverdue());
+	readonly #idleTimeout = new LazyTimer(() => this.#stopIfIdleTooLong());
 	readonly #reader = new ResponseReader();
 
 	constructor(
@@ -124,7 +127,6 @@ class Worker {
 	}
 
 	run(job: Job): void {
-		this.#clearIdleTimer();
 		this.job = job;
 		this.jobStarted = performance.now();
 		this.checks++;
@@ -132,17 +134,13 @@ class Worker {
 		// The frame holds the password: zero it once the pipe has taken it, not before. The
 		// request's own buffers are the caller's to zero.
 		this.process.stdin.write(frame, () => frame.fill(0));
-		const timeoutMs = this.pool.options.checkTimeoutMs;
-		this.#checkTimer = setTimeout(() => {
-			this.kill();
-			this.#finish(notRun(`check timed out after ${timeoutMs} ms`, this.pid));
-		}, timeoutMs);
+		this.#checkTimeout.arm(this.pool.options.checkTimeoutMs);
 	}
 
 	/** Let the worker finish on its own: it exits at EOF on stdin. */
 	retire(): void {
 		this.retiring = true;
-		this.#clearIdleTimer();
+		this.#idleTimeout.cancel();
 		this.process.stdin.end();
 		// A worker stuck in a module would never see the EOF.
 		setTimeout(() => {
@@ -164,17 +162,49 @@ class Worker {
 		}
 	}
 
+	/** Offer it to the pool for stopping once it has been idle for `workerIdleTimeoutMs`. */
 	startIdleTimer(): void {
-		this.#clearIdleTimer();
-		this.#idleTimer = setTimeout(() => {
-			this.pool.onIdleTimeout(this);
-		}, this.pool.options.workerIdleTimeoutMs);
-		this.#idleTimer.unref();
+		this.#idleTimeout.arm(this.pool.options.workerIdleTimeoutMs);
 	}
 
-	#clearIdleTimer(): void {
-		clearTimeout(this.#idleTimer);
-		this.#idleTimer = undefined;
+	/** The time-outs may have become shorter (a reload): look again now. */
+	recheckTimeouts(): void {
+		for (const timeout of [this.#checkTimeout, this.#idleTimeout]) {
+			if (timeout.armed) {
+				timeout.recheck();
+			}
+		}
+	}
+
+	#killIfOverdue(): number | undefined {
+		if (!this.job) {
+			return undefined;
+		}
+
+		const timeoutMs = this.pool.options.checkTimeoutMs;
+		const leftMs = this.jobStarted + timeoutMs - performance.now();
+		if (leftMs > 0) {
+			return leftMs;
+		}
+
+		this.kill();
+		this.#finish(notRun(`check timed out after ${timeoutMs} ms`, this.pid));
+		return undefined;
+	}
+
+	#stopIfIdleTooLong(): number | undefined {
+		// Busy now: armed again when it is next idle.
+		if (this.job || this.retiring || this.exited) {
+			return undefined;
+		}
+
+		const leftMs = this.#idleSince + this.pool.options.workerIdleTimeoutMs - performance.now();
+		if (leftMs > 0) {
+			return leftMs;
+		}
+
+		this.pool.onIdleTimeout(this);
+		return undefined;
 	}
 
 	#onData(chunk: Buffer): void {
@@ -209,9 +239,9 @@ class Worker {
 	}
 
 	#finish(outcome: CheckOutcome): void {
-		clearTimeout(this.#checkTimer);
 		const {job} = this;
 		this.job = undefined;
+		this.#idleSince = performance.now();
 		if (job) {
 			job.resolve(outcome);
 			this.pool.onWorkerFree(this);
@@ -224,7 +254,8 @@ class Worker {
 		}
 
 		this.exited = true;
-		this.#clearIdleTimer();
+		this.#checkTimeout.cancel();
+		this.#idleTimeout.cancel();
 		this.#finish(notRun(reason, this.pid));
 		this.pool.onWorkerExit(this);
 	}
@@ -294,6 +325,10 @@ export class WorkerPool implements PamChecker {
 	reconfigure(options: PoolOptions): void {
 		this.#options = options;
 		this.#eagerWorkers = eagerWorkersFor(options);
+		for (const worker of this.#workers) {
+			worker.recheckTimeouts();
+		}
+
 		this.#fillToMinimum();
 		this.#dispatch();
 	}

@@ -12,6 +12,7 @@ import type {CheckRequest} from './worker-protocol.js';
 import {identifyCaller} from './caller.js';
 import {compilePolicy, type Caller} from './policy.js';
 import {answers, LineReader, parseRequest} from './protocol.js';
+import {LazyTimer} from './lazy-timer.js';
 import {RecencyList} from './recency.js';
 import {resolveGid, resolveUid} from './system.js';
 import {Throttle, type Refusal, type Turn} from './throttle.js';
@@ -61,12 +62,13 @@ type Connection = {
 	readonly reader: LineReader;
 	/** Answers owed, in request order. */
 	readonly slots: Slot[];
-	readonly idleTimer: NodeJS.Timeout;
+	/** When it last sent a request or had its last answer written (`performance.now()`). */
+	lastActiveAt: number;
 	/** No more requests will be read: after an over-long line, at end of input, or at shutdown. */
 	closing: boolean;
 	/** Inside `pump()`: answers written meanwhile must not start another pump on the stack. */
 	pumping: boolean;
-	/** Its neighbours in `connections`, by time of the last request. */
+	/** Its neighbours in `connections`, by `lastActiveAt`. */
 	older: Connection | undefined;
 	newer: Connection | undefined;
 };
@@ -78,8 +80,9 @@ export function createServer({config: initialConfig, logger, pam, logRequest = f
 	logger.info(fields, 'request');
 }}: ServerOptions): AuthServer {
 	let config = initialConfig;
-	/** Open connections, the one idle longest first (eviction takes it). */
+	/** Open connections, the one idle longest first (eviction and the idle time-out take it). */
 	const connections = new RecencyList<Connection>();
+	const idleTimeout = new LazyTimer(closeIdleConnections);
 	const heldFailures = new Map<NodeJS.Timeout, () => void>();
 	let allowedServices = new Set(config.services);
 	let policy = compilePolicy(config.callers);
@@ -139,15 +142,13 @@ export function createServer({config: initialConfig, logger, pam, logRequest = f
 			loggedCaller: describeCaller(caller),
 			reader: new LineReader(config.maxLineBytes),
 			slots: [],
-			idleTimer: setTimeout(() => {
-				onIdle(connection);
-			}, config.idleTimeoutMs),
+			lastActiveAt: 0,
 			closing: false,
 			pumping: false,
 			older: undefined,
 			newer: undefined,
 		};
-		connections.touch(connection);
+		markActive(connection, performance.now());
 
 		socket.on('data', (chunk: Buffer) => {
 			connection.reader.push(chunk);
@@ -174,7 +175,6 @@ export function createServer({config: initialConfig, logger, pam, logRequest = f
 				connectionsPerUid.delete(caller.uid);
 			}
 
-			clearTimeout(connection.idleTimer);
 			connection.reader.clear();
 			connections.delete(connection);
 			if (connections.size === 0) {
@@ -197,14 +197,38 @@ export function createServer({config: initialConfig, logger, pam, logRequest = f
 		return false;
 	}
 
-	function onIdle(connection: Connection): void {
-		if (connection.slots.length > 0) {
-			connection.idleTimer.refresh();
-			return;
+	/** A request came, or the last answer went: the connection's idle time starts again. */
+	function markActive(connection: Connection, now: number): void {
+		connection.lastActiveAt = now;
+		connections.touch(connection);
+		idleTimeout.arm(config.idleTimeoutMs);
+	}
+
+	/**
+	Close the connections idle for `idleTimeoutMs`, oldest first, up to the first that is not.
+	@returns The ms until that one may be, or `undefined` when none is left open.
+	*/
+	function closeIdleConnections(): number | undefined {
+		const now = performance.now();
+		for (const connection of connections) {
+			const idleMs = now - connection.lastActiveAt;
+			if (idleMs < config.idleTimeoutMs) {
+				return config.idleTimeoutMs - idleMs;
+			}
+
+			if (connection.slots.length > 0) {
+				// Waiting for its answers is not idle: looked at again a time-out from now (the
+				// iteration meets it again as the newest, and stops there).
+				markActive(connection, now);
+				continue;
+			}
+
+			logger.debug({conn: connection.id, idleTimeoutMs: config.idleTimeoutMs}, 'closing an idle connection');
+			// Its 'close' takes it off the list, later: not iterated again, since the loop goes on.
+			connection.socket.destroy();
 		}
 
-		logger.debug({conn: connection.id, idleTimeoutMs: config.idleTimeoutMs}, 'closing an idle connection');
-		connection.socket.destroy();
+		return undefined;
 	}
 
 	/** Take requests off the connection while it may have more in flight. */
@@ -249,8 +273,7 @@ export function createServer({config: initialConfig, logger, pam, logRequest = f
 		const started = performance.now();
 		const slot: Slot = {answer: undefined};
 		connection.slots.push(slot);
-		connection.idleTimer.refresh();
-		connections.touch(connection);
+		markActive(connection, started);
 
 		const parsed = parseRequest(line, config);
 		if (parsed.kind === 'malformed') {
@@ -397,7 +420,7 @@ export function createServer({config: initialConfig, logger, pam, logRequest = f
 
 		if (written) {
 			if (slots.length === 0) {
-				connection.idleTimer.refresh();
+				markActive(connection, performance.now());
 			}
 
 			if (!connection.closing) {
@@ -420,6 +443,10 @@ export function createServer({config: initialConfig, logger, pam, logRequest = f
 			allowedServices = new Set(next.services);
 			policy = compilePolicy(next.callers);
 			throttle.reconfigure(next);
+			// A shorter idle time-out falls due before the timer armed for the old one.
+			if (idleTimeout.armed) {
+				idleTimeout.recheck();
+			}
 		},
 
 		async listen(fd) {
@@ -473,6 +500,7 @@ export function createServer({config: initialConfig, logger, pam, logRequest = f
 			}
 
 			clearTimeout(deadline);
+			idleTimeout.cancel();
 			if (bound) {
 				await removeSocket(config.socketPath, bound);
 			}

@@ -11,7 +11,7 @@ import {promisify} from 'node:util';
 import {afterEach, beforeEach, describe, expect, it} from 'vitest';
 import {createPamSandbox, type PamSandbox} from '../../src/sandbox.js';
 import {alice, dave, services, slowUsers, users, wrongPassword} from '../fixtures/users.js';
-import {connect, Daemon, daemonPath, readLines, rememberPassword, waitFor} from '../helpers/daemon.js';
+import {closedByServer, connect, Daemon, daemonPath, readLines, rememberPassword, waitFor} from '../helpers/daemon.js';
 
 let directory: string;
 let sandbox: PamSandbox;
@@ -161,6 +161,22 @@ describe('SIGHUP', () => {
 		expect(refused['problems']).toEqual([`${configPath}:2: max-workers: must be a whole number, not \`lots\``]);
 		expect(await daemon.ask(alice.user, alice.password)).toBe('ok');
 		expect(existsSync(daemon.socketPath)).toBe(true);
+	});
+});
+
+describe('SIGHUP and the time-outs', () => {
+	it('a shorter idle-timeout-ms applies at once to connections already open', async () => {
+		const configPath = path.join(directory, 'idle.conf');
+		writeFileSync(configPath, 'idle-timeout-ms = 60000\n');
+		const daemon = await Daemon.start({users, services, args: ['--config', configPath]});
+		running.push(daemon);
+		const socket = await connect(daemon.socketPath);
+		expect(await ask(daemon.socketPath, alice.user, alice.password)).toBe('ok');
+		writeFileSync(configPath, 'idle-timeout-ms = 300\n');
+		daemon.process.kill('SIGHUP');
+		await daemon.waitForLog(entry => entry.msg === 'configuration reloaded');
+		// Open for longer than 300 ms by now: closed at the reload's first look, not a minute later.
+		expect(await closedByServer(socket, 3000)).toBe(true);
 	});
 });
 
