@@ -213,10 +213,27 @@ function numeric(key: string, value: number | undefined): string {
 	return value === undefined ? '' : `,"${key}":${Number.isFinite(value) ? value : null}`;
 }
 
+/**
+The caller's part of the line, made once for each caller object: the server hands the same one for
+every connection of a process within a second (`identifyCaller`), and a broker that connects for
+each check would otherwise have it built again, with two `JSON.stringify`, for every line.
+*/
+const callerParts = new WeakMap<LoggedCaller, string>();
+
+function callerPart(caller: LoggedCaller): string {
+	let part = callerParts.get(caller);
+	if (part === undefined) {
+		part = `,"caller":{"pid":${caller.pid},"uid":${caller.uid}${text('user', caller.user)}${text('exe', caller.exe)}}`;
+		callerParts.set(caller, part);
+	}
+
+	return part;
+}
+
 /** The request line, in the shape and order pino gives `logger.info(fields, 'request')`. */
 export function requestLine(fields: RequestFields, pid: number, time: string): string {
 	const {caller} = fields;
-	const callerJson = caller ? `,"caller":{"pid":${caller.pid},"uid":${caller.uid}${text('user', caller.user)}${text('exe', caller.exe)}}` : '';
+	const callerJson = caller ? callerPart(caller) : '';
 	return `{"level":"info"${time},"pid":${pid},"name":"${name}"${numeric('request', fields.request)}${numeric('conn', fields.conn)}${text('user', fields.user)}${text('service', fields.service)}${text('reason', fields.reason)}${text('shape', fields.shape)}${callerJson}${text('result', fields.result)}${numeric('durationMs', fields.durationMs)}${numeric('delayMs', fields.delayMs)}${numeric('workerPid', fields.workerPid)},"msg":"request"}\n`;
 }
 

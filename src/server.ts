@@ -88,6 +88,7 @@ export function createServer({config: initialConfig, logger, pam, logRequest = f
 	let policy = compilePolicy(config.callers);
 	const throttle = new Throttle(config);
 	const connectionsPerUid = new Map<number, number>();
+	const loggedCallers = new WeakMap<Caller, LoggedCaller>();
 	const warned = new Map<string, {at: number; suppressed: number}>();
 	const stats = {requests: 0, ok: 0, fail: 0};
 	let nextConnectionId = 1;
@@ -429,8 +430,15 @@ export function createServer({config: initialConfig, logger, pam, logRequest = f
 		}
 	}
 
+	/** The caller as log lines show it: one object for each `Caller`, so that the logger can keep its part of the line. */
 	function describeCaller(caller: Caller): LoggedCaller {
-		return {pid: caller.pid, uid: caller.uid, user: caller.userName, exe: caller.exe};
+		let logged = loggedCallers.get(caller);
+		if (!logged) {
+			logged = {pid: caller.pid, uid: caller.uid, user: caller.userName, exe: caller.exe};
+			loggedCallers.set(caller, logged);
+		}
+
+		return logged;
 	}
 
 	return {
