@@ -60,29 +60,29 @@ describe('idleTimeoutMs', () => {
 	});
 
 	it('counts from the last request or answer: a connection that keeps asking stays open', async () => {
-		const daemon = await start(['--idle-timeout-ms', '300']);
+		const daemon = await start(['--idle-timeout-ms', '500']);
 		const socket = await connect(daemon.socketPath);
-		const closed = closedByServer(socket, 5000);
+		const closed = closedByServer(socket, 8000);
 		let open = true;
 		void closed.then(() => {
 			open = false;
 		});
-		// 1.5 s, five idle time-outs, a request every 150 ms.
-		for (let round = 0; round < 10; round++) {
+		// 1.5 s, three idle time-outs, a request every 100 ms (a margin of 400 ms for a busy machine).
+		for (let round = 0; round < 15; round++) {
 			const answer = readLines(socket, 1);
 			socket.write(line(alice.user, alice.password));
 			// eslint-disable-next-line no-await-in-loop
 			expect(await answer).toEqual(['ok']);
 			// eslint-disable-next-line no-await-in-loop
-			await delay(150);
+			await delay(100);
 			expect(open).toBe(true);
 		}
 
 		const lastAnswerAt = Date.now();
 		expect(await closed).toBe(true);
 		const idleMs = Date.now() - lastAnswerAt;
-		expect(idleMs).toBeGreaterThanOrEqual(100);
-		expect(idleMs).toBeLessThan(1500);
+		expect(idleMs).toBeGreaterThanOrEqual(400);
+		expect(idleMs).toBeLessThan(3000);
 	});
 });
 
