@@ -7,10 +7,10 @@ Re-arming a Node.js timer at each use (a `setTimeout` for each connection and ea
 idle) allocated 600 of the 15 000 bytes the daemon allocated for a request (a heap profile, one
 request per connection), each to be collected again. Instead, a user notes the time of its last
 use and calls `arm()`: a timer already armed stays as it is, since the deadline can only have
-moved later. When it fires, `check` looks at the state and does
-what has fallen due, and returns how long until something may fall due next (the timer is armed
-again for that) or `undefined` (nothing pending: it stays unarmed until the next `arm()`). A
-deadline that moves earlier (a shorter time-out after a reload) needs `recheck()`.
+moved later. When it fires, `check` looks at the state and does what has fallen due, and returns
+how long until something may fall due next (the timer is armed again for that) or `undefined`
+(nothing pending: it stays unarmed until the next `arm()`). A deadline that moves earlier (a
+shorter time-out after a reload) needs `recheck()`.
 
 The timer is unreferenced: what it watches (a socket, a worker's pipe) keeps the process alive,
 and an idle process must be able to exit with one still armed.
@@ -35,10 +35,12 @@ export class LazyTimer {
 		}
 	}
 
-	/** Check again at once: a deadline may have moved earlier than the one armed. */
+	/** Check again at once if armed: a deadline may have moved earlier. Unarmed, nothing is pending. */
 	recheck(): void {
-		this.cancel();
-		this.arm(0);
+		if (this.#timer !== undefined) {
+			this.cancel();
+			this.arm(0);
+		}
 	}
 
 	cancel(): void {

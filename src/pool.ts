@@ -169,11 +169,8 @@ class Worker {
 
 	/** The time-outs may have become shorter (a reload): look again now. */
 	recheckTimeouts(): void {
-		for (const timeout of [this.#checkTimeout, this.#idleTimeout]) {
-			if (timeout.armed) {
-				timeout.recheck();
-			}
-		}
+		this.#checkTimeout.recheck();
+		this.#idleTimeout.recheck();
 	}
 
 	#killIfOverdue(): number | undefined {

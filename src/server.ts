@@ -452,9 +452,7 @@ export function createServer({config: initialConfig, logger, pam, logRequest = f
 			policy = compilePolicy(next.callers);
 			throttle.reconfigure(next);
 			// A shorter idle time-out falls due before the timer armed for the old one.
-			if (idleTimeout.armed) {
-				idleTimeout.recheck();
-			}
+			idleTimeout.recheck();
 		},
 
 		async listen(fd) {

@@ -92,6 +92,14 @@ describe('LazyTimer', () => {
 		expect(fired).toBe(true);
 	});
 
+	it('recheck() of an unarmed timer looks at nothing: nothing is pending', () => {
+		const watch = idleWatch(100);
+		watch.timer.recheck();
+		vi.advanceTimersByTime(1000);
+		expect(watch.checks).toBe(0);
+		expect(watch.timer.armed).toBe(false);
+	});
+
 	it('cancel() stops it; a check that finds its deadline not quite reached is armed again for the rest', () => {
 		const watch = idleWatch(100);
 		watch.use();
