@@ -59,13 +59,18 @@ export type Logging = {
 	request(fields: RequestFields): void;
 	/** Reopen the log file (SIGUSR1); nothing to do for the other targets. */
 	reopen(): void;
-	/** Write out what is buffered, synchronously: before the process exits, or before readiness is announced. */
-	flush(): void;
+	/**
+	Write out what is buffered: before the process exits, or before readiness is announced. When no
+	write of the log's is in flight it is written here and now, synchronously, and the promise is
+	already settled; otherwise it goes out after that write, never ahead of it, and the promise
+	settles once all of it is written (or a write failed).
+	*/
+	flush(): Promise<void>;
 	/** Settles once the log file is open (at once for the other targets): `flush()` can write from then on. */
 	readonly ready: Promise<void>;
 };
 
-type Destination = {stream: DestinationStream; reopen(): void; flush(): void; ready?: Promise<void>};
+type Destination = {stream: DestinationStream; reopen(): void; flush(): Promise<void>; ready?: Promise<void>};
 
 /** A JSON line reaches its file or the journal this long after it was logged, at the latest. */
 export const logFlushMs = 100;
@@ -81,8 +86,8 @@ JSON targets write asynchronously and in batches: `info` lines and below wait un
 `logBatchBytes` have gathered or `logFlushMs` has passed, and then go out in one write. Under load
 one write a line (and the thread-pool round trip of an asynchronous write) was a fifth of the
 daemon's CPU for each request. A warning or an error goes out at once, with what waits before it.
-`flush()` writes out the rest synchronously (at exit, and before readiness is announced); a
-daemon killed by SIGKILL loses at most the last `logFlushMs` of `info` lines.
+`flush()` writes out the rest (at exit, and before readiness is announced); a daemon killed by
+SIGKILL loses at most the last `logFlushMs` of `info` lines.
 
 Each line is encoded into the batch's buffer as it comes, and sonic-boom is handed the buffer.
 Gathered as strings, as they were, the lines were joined, measured twice, encoded for the write
@@ -94,6 +99,31 @@ function batched(boom: ReturnType<typeof pino.destination>, writeNow: (bytes: Bu
 	const warn = pino.levels.values['warn']!;
 	// Opened with `contentMode: 'buffer'`, sonic-boom takes Buffers; its types know only strings.
 	const bytesOut = boom as unknown as {write(bytes: Buffer): boolean};
+	// Bytes handed to sonic-boom and not yet written. sonic-boom reports each write ('write', bytes)
+	// but not whether one is in flight, and a line written by `flush()` must not overtake one.
+	let inFlight = 0;
+	const settle: Array<() => void> = [];
+	const settled = (): void => {
+		for (const resolve of settle.splice(0)) {
+			resolve();
+		}
+	};
+
+	boom.on('write', (bytes: number) => {
+		inFlight -= bytes;
+		if (inFlight <= 0) {
+			inFlight = 0;
+			settled();
+		}
+	}).on('error', () => {
+		// A write failed: what is in flight is no longer known, so no one waits for it.
+		inFlight = 0;
+		settled();
+	});
+	const handOver = (bytes: Buffer): void => {
+		inFlight += bytes.length;
+		bytesOut.write(bytes);
+	};
 
 	let batch = Buffer.alloc(batchRoom);
 	let used = 0;
@@ -115,7 +145,7 @@ function batched(boom: ReturnType<typeof pino.destination>, writeNow: (bytes: Bu
 	const writeOut = (): void => {
 		const taken = takeBatch();
 		if (taken.length > 0) {
-			bytesOut.write(taken);
+			handOver(taken);
 		}
 	};
 
@@ -127,7 +157,7 @@ function batched(boom: ReturnType<typeof pino.destination>, writeNow: (bytes: Bu
 				// It might not fit: what is gathered goes first, and a line too long for any batch alone.
 				writeOut();
 				if (line.length * 3 > batchRoom) {
-					bytesOut.write(Buffer.from(line));
+					handOver(Buffer.from(line));
 					return;
 				}
 			}
@@ -153,20 +183,26 @@ function batched(boom: ReturnType<typeof pino.destination>, writeNow: (bytes: Bu
 			});
 		}),
 		reopen: () => boom.reopen(),
-		flush() {
+		// Async for the wait only: when nothing is in flight, all of it runs before flush() returns.
+		async flush() {
 			const taken = takeBatch();
-			try {
-				// What sonic-boom holds and has not started to write.
-				boom.flushSync();
-			} catch {
-				// Its file not open yet: nothing of ours is in it.
+			if (inFlight > 0) {
+				// A write is in flight (a batch, a warning): what is gathered goes out after it, in
+				// sonic-boom's queue. Written here and now it would land in the file first.
+				if (taken.length > 0) {
+					handOver(taken);
+				}
+
+				await new Promise<void>(resolve => {
+					settle.push(resolve);
+				});
+				return;
 			}
 
 			try {
 				// The lines still gathering, written here and now. Handed to sonic-boom they would go out
 				// in a thread-pool write that nothing waits for: a process about to exit, or whoever
-				// reads the log right after, could miss them (`flushSync()` skips a write in flight).
-				// A batch already in flight is older and usually written by then.
+				// reads the log right after, could miss them, and the pool may be busy.
 				if (taken.length > 0) {
 					writeNow(taken);
 				}
@@ -188,7 +224,7 @@ function destinationFor(target: LogTarget): Destination {
 		case 'pretty': {
 			// Loaded only for a terminal: it costs a daemon under systemd 10 MB it would never use.
 			const pretty = createRequire(import.meta.url)('pino-pretty') as typeof import('pino-pretty');
-			return {stream: pretty({colorize: true, destination: target.fd, sync: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,name'}), reopen() {}, flush() {}};
+			return {stream: pretty({colorize: true, destination: target.fd, sync: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,name'}), reopen() {}, async flush() {}};
 		}
 
 		default: {
@@ -252,7 +288,7 @@ function isoTime(): string {
 }
 
 export function createLogging(options: LoggerOptions = {}): Logging {
-	const {stream, reopen, flush, ready} = options.destination ? {stream: options.destination, reopen() {}, flush() {}} : destinationFor(options.target ?? {kind: 'stdout'});
+	const {stream, reopen, flush, ready} = options.destination ? {stream: options.destination, reopen() {}, async flush() {}} : destinationFor(options.target ?? {kind: 'stdout'});
 	const logger = pino(
 		{
 			name,

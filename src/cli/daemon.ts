@@ -286,7 +286,7 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
 			pidFile = await acquirePidFile(pidPath);
 		} catch (error) {
 			logger.fatal({err: error}, (error as Error).message);
-			logging.flush();
+			await logging.flush();
 			return exitCodes.failure;
 		}
 	}
@@ -299,7 +299,7 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
 	} catch (error) {
 		logger.fatal({err: error}, (error as Error).message);
 		await Promise.all([pam.close(), pidFile?.remove()]);
-		logging.flush();
+		await logging.flush();
 		return exitCodes.failure;
 	}
 
@@ -315,7 +315,7 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
 
 	logger.info({socketPath: listenFd === undefined ? config.socketPath : `fd ${listenFd} from systemd`, owner: config.owner, group: config.group, mode: `0o${config.socketMode.toString(8)}`, services: config.services, minWorkers: config.minWorkers, eagerWorkers: pam.eagerWorkers, maxWorkers: config.maxWorkers}, 'serving');
 	// Out before anyone is told that the daemon is ready: whoever started it may look for this line.
-	logging.flush();
+	await logging.flush();
 	notifier.notify({READY: 1, STATUS: status(), MAINPID: process.pid});
 	const stopWatchdog = notifier.startWatchdog(status);
 	const readyFd = process.env[readyFdVariable];
@@ -371,7 +371,7 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
 			void server.close().then(async () => {
 				await pidFile?.remove();
 				logger.info('stopped');
-				logging.flush();
+				await logging.flush();
 				resolve(exitCodes.ok);
 			});
 		};
