@@ -46,6 +46,7 @@ export const integerOptions = {
 	maxThrottleKeys: {default: 100_000, min: 100, max: 10_000_000, describe: 'The (service, user) keys and caller budgets remembered; the least recently used go first'},
 	failureBudgetPerSecond: {default: 20, min: 1, max: 1_000_000_000, describe: 'Failures per second one caller uid may cause before its checks are held'},
 	failureBudgetBurst: {default: 100, min: 1, max: 1_000_000_000, describe: 'Failures one caller uid may cause at once before the rate applies'},
+	maxLogBacklogBytes: {default: 4_194_304, min: 262_144, max: 1_073_741_824, describe: 'Bytes of log lines held while the log cannot be written (a full disk, a stalled journal); beyond them lines are dropped, and counted'},
 } as const satisfies Record<string, IntegerOption>;
 
 export type IntegerOptionName = keyof typeof integerOptions;

@@ -4,11 +4,15 @@ journal has it). Callers never hand a password to the logger; the redaction belo
 line of defence, not the first.
 */
 import {pino, type DestinationStream, type Logger} from 'pino';
+import sonicBoom from 'sonic-boom';
 import {appendFileSync, writeSync} from 'node:fs';
 import {createRequire} from 'node:module';
-import type {LogLevel} from './config.js';
+import {integerOptions, type LogLevel} from './config.js';
 
 export type {Logger} from 'pino';
+
+// CommonJS: the class is the module itself, which also carries it as `.SonicBoom` (and so typed).
+const {SonicBoom} = sonicBoom;
 
 export type LogTarget =
 	/** JSON lines, for the journal or a collector. */
@@ -25,6 +29,13 @@ export type LoggerOptions = {
 	readonly target?: LogTarget;
 	/** For tests: write here instead. */
 	readonly destination?: DestinationStream;
+	/**
+	Bytes of lines held while the log cannot be written; beyond them lines are dropped, and counted.
+	@default integerOptions.maxLogBacklogBytes.default
+	*/
+	readonly maxBacklogBytes?: number;
+	/** Where a log that cannot be written says so (it cannot say it in itself). @default standard error */
+	readonly report?: (message: string) => void;
 };
 
 /** Who asked, as the request line shows it. */
@@ -66,7 +77,7 @@ export type Logging = {
 	settles once all of it is written (or a write failed).
 	*/
 	flush(): Promise<void>;
-	/** Settles once the log file is open (at once for the other targets): `flush()` can write from then on. */
+	/** Settles once the log file is open (at once for the other targets), or rejects when it cannot be opened. */
 	readonly ready: Promise<void>;
 };
 
@@ -94,8 +105,15 @@ Gathered as strings, as they were, the lines were joined, measured twice, encode
 and encoded again when it came back (sonic-boom's string mode), and batches of 8 KiB made a write
 every 24 requests: `request()` took about 4.5 µs of the event loop a request, now 2.5 (CPU
 profile, one request per connection, 8 clients).
+
+A log that cannot be written (a full disk, a journal gone or stalled) does not stop the answers:
+the trouble is reported once, on standard error, lines are held up to `maxBacklogBytes` and
+dropped beyond them, each write retries, and once one succeeds a warning in the log says how many
+lines were lost. sonic-boom is made here, not by `pino.destination()`, whose exit hook calls
+`flushSync()`: with sonic-boom 4, on a write error that loops for ever, and the daemon, alive and
+listening, answered no one again.
 */
-function batched(boom: ReturnType<typeof pino.destination>, writeNow: (bytes: Buffer) => void): Destination {
+function batched(boom: InstanceType<typeof SonicBoom>, writeNow: (bytes: Buffer) => void, trouble: Trouble): Destination {
 	const warn = pino.levels.values['warn']!;
 	// Opened with `contentMode: 'buffer'`, sonic-boom takes Buffers; its types know only strings.
 	const bytesOut = boom as unknown as {write(bytes: Buffer): boolean};
@@ -109,16 +127,48 @@ function batched(boom: ReturnType<typeof pino.destination>, writeNow: (bytes: Bu
 		}
 	};
 
+	/** Whether the log was ever opened. A file reopened on SIGUSR1 and failing to open keeps the old one. */
+	let opened = false;
+	/** The write error that stopped the log, until a write succeeds again. */
+	let failing: Error | undefined;
+	let droppedLines = 0;
 	boom.on('write', (bytes: number) => {
 		inFlight -= bytes;
+		if (failing && bytes > 0) {
+			failing = undefined;
+			const dropped = droppedLines;
+			droppedLines = 0;
+			// Not from inside sonic-boom's own 'write' event: the warning is another write.
+			setImmediate(() => {
+				trouble.recovered(dropped);
+			});
+		}
+
 		if (inFlight <= 0) {
 			inFlight = 0;
 			settled();
 		}
-	}).on('error', () => {
-		// A write failed: what is in flight is no longer known, so no one waits for it.
-		inFlight = 0;
+	}).on('error', (error: Error) => {
+		if (!opened) {
+			// The file could not be opened at all: `ready` says so.
+			return;
+		}
+
+		// sonic-boom keeps what it could not write and tries it again at the next write.
+		if (!failing) {
+			trouble.failed(error);
+		}
+
+		failing = error;
 		settled();
+	}).on('drop', (bytes: Buffer) => {
+		inFlight -= bytes.length;
+		for (let at = bytes.indexOf(10); at !== -1; at = bytes.indexOf(10, at + 1)) {
+			droppedLines++;
+		}
+
+		// A dropped write starts no retry: this empty one does, when none is under way.
+		bytesOut.write(Buffer.alloc(0));
 	});
 	const handOver = (bytes: Buffer): void => {
 		inFlight += bytes.length;
@@ -173,29 +223,31 @@ function batched(boom: ReturnType<typeof pino.destination>, writeNow: (bytes: Bu
 	};
 	return {
 		stream,
-		// A file is opened asynchronously (a descriptor is `ready` on the next tick); a failure to
-		// open it is the stream's to report.
-		ready: new Promise(resolve => {
+		// A file is opened asynchronously (a descriptor is `ready` on the next tick).
+		ready: new Promise((resolve, reject) => {
 			boom.once('ready', () => {
+				opened = true;
 				resolve();
-			}).once('error', () => {
-				resolve();
-			});
+			}).once('error', reject);
 		}),
 		reopen: () => boom.reopen(),
 		// Async for the wait only: when nothing is in flight, all of it runs before flush() returns.
 		async flush() {
 			const taken = takeBatch();
-			if (inFlight > 0) {
-				// A write is in flight (a batch, a warning): what is gathered goes out after it, in
-				// sonic-boom's queue. Written here and now it would land in the file first.
+			if (inFlight > 0 || failing) {
+				// A write is in flight (a batch, a warning), or held: what is gathered goes out after it,
+				// in sonic-boom's queue. Written here and now it would land in the file first. A log that
+				// cannot be written is not waited for: at exit, what it holds is lost.
 				if (taken.length > 0) {
 					handOver(taken);
 				}
 
-				await new Promise<void>(resolve => {
-					settle.push(resolve);
-				});
+				if (!failing) {
+					await new Promise<void>(resolve => {
+						settle.push(resolve);
+					});
+				}
+
 				return;
 			}
 
@@ -207,18 +259,26 @@ function batched(boom: ReturnType<typeof pino.destination>, writeNow: (bytes: Bu
 					writeNow(taken);
 				}
 			} catch {
-				// Nowhere to write (a file that cannot be opened, a full pipe): nothing more to do at exit.
+				// Nowhere to write (a file that cannot be opened, a disk or pipe just filled): nothing
+				// more to do at exit.
 			}
 		},
 	};
 }
 
-function destinationFor(target: LogTarget): Destination {
+/** What a batched log does when it cannot write, and when it can again. */
+type Trouble = {
+	failed(error: Error): void;
+	recovered(droppedLines: number): void;
+};
+
+function destinationFor(target: LogTarget, maxBacklogBytes: number, trouble: Trouble): Destination {
+	const options = {sync: false, contentMode: 'buffer', maxLength: maxBacklogBytes} as const;
 	switch (target.kind) {
 		case 'file': {
-			return batched(pino.destination({dest: target.path, append: true, mkdir: true, sync: false, contentMode: 'buffer'}), bytes => {
+			return batched(new SonicBoom({...options, dest: target.path, append: true, mkdir: true}), bytes => {
 				appendFileSync(target.path, bytes);
-			});
+			}, trouble);
 		}
 
 		case 'pretty': {
@@ -229,16 +289,25 @@ function destinationFor(target: LogTarget): Destination {
 
 		default: {
 			const fd = target.kind === 'stderr' ? 2 : 1;
-			return batched(pino.destination({dest: fd, sync: false, contentMode: 'buffer'}), bytes => {
+			return batched(new SonicBoom({...options, fd}), bytes => {
 				for (let written = 0; written < bytes.length;) {
 					written += writeSync(fd, bytes, written);
 				}
-			});
+			}, trouble);
 		}
 	}
 }
 
 const name = 'pam-authserviced';
+
+/** One line on standard error, where a log that cannot be written says so: written at once, and never an error of its own. */
+function reportOnStandardError(message: string): void {
+	try {
+		writeSync(2, `${message}\n`);
+	} catch {
+		// Standard error gone too: nowhere left to say it.
+	}
+}
 
 /** `,"key":value` for a string that may hold anything a caller sent: JSON.stringify escapes it. */
 function text(key: string, value: string | undefined): string {
@@ -288,7 +357,22 @@ function isoTime(): string {
 }
 
 export function createLogging(options: LoggerOptions = {}): Logging {
-	const {stream, reopen, flush, ready} = options.destination ? {stream: options.destination, reopen() {}, async flush() {}} : destinationFor(options.target ?? {kind: 'stdout'});
+	const target = options.target ?? {kind: 'stdout'};
+	const report = options.report ?? reportOnStandardError;
+	const where = target.kind === 'file' ? target.path : `standard ${target.kind === 'stderr' ? 'error' : 'output'}`;
+	const trouble: Trouble = {
+		failed(error) {
+			report(`${name}: cannot write the log to ${where} (${error.message}): answering on; lines are held, then dropped, until it can`);
+		},
+		recovered(droppedLines) {
+			report(`${name}: the log is written to ${where} again; ${droppedLines} lines were dropped`);
+			// Called from a write's completion, after `logger` is made.
+			logger.warn({droppedLines}, 'the log is written again; lines were dropped while it could not be');
+		},
+	};
+	const {stream, reopen, flush, ready} = options.destination
+		? {stream: options.destination, reopen() {}, async flush() {}}
+		: destinationFor(target, options.maxBacklogBytes ?? integerOptions.maxLogBacklogBytes.default, trouble);
 	const logger = pino(
 		{
 			name,

@@ -53,7 +53,7 @@ const readyFdVariable = 'AUTHSERVICED_READY_FD';
 const defaultDaemonLogFile = '/var/log/pam-authservice/pam-authservice.log';
 
 /** Settings that need a restart: a reload reports them instead of applying them. */
-const restartOnly = ['socketPath', 'owner', 'group', 'socketMode'] as const satisfies ReadonlyArray<keyof Config>;
+const restartOnly = ['socketPath', 'owner', 'group', 'socketMode', 'maxLogBacklogBytes'] as const satisfies ReadonlyArray<keyof Config>;
 
 export type DaemonArgs = {
 	readonly config: Config;
@@ -262,8 +262,15 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
 
 	const {demo, pidFile: pidPath} = args;
 	let {config} = args;
-	const logging = createLogging({level: config.logLevel, target: args.logTarget});
-	await logging.ready;
+	const logging = createLogging({level: config.logLevel, target: args.logTarget, maxBacklogBytes: config.maxLogBacklogBytes});
+	try {
+		await logging.ready;
+	} catch (error) {
+		// A log file that cannot be opened at all is a mistake to show now, not a full disk to ride out.
+		process.stderr.write(`pam-authserviced: cannot open the log file ${args.logTarget.kind === 'file' ? args.logTarget.path : ''}: ${(error as Error).message}\n`);
+		return exitCodes.failure;
+	}
+
 	const {logger} = logging;
 	const notifier = createNotifier(process.env, error => {
 		logger.warn({err: error}, 'cannot notify systemd');

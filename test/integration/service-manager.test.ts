@@ -3,7 +3,7 @@ The daemon as systemd and the original's scripts run it: socket activation, read
 notification, the configuration file and its reload, log reopening, --daemonize and --pidfile.
 */
 import {execFile, spawn, spawnSync, type ChildProcess} from 'node:child_process';
-import {existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync} from 'node:fs';
+import {existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {setTimeout as delay} from 'node:timers/promises';
@@ -143,11 +143,11 @@ describe('SIGHUP', () => {
 		rememberPassword(slow!.password);
 		socket.write(`${slow!.user}\r${slow!.password}\rslow\n`);
 		await delay(100);
-		writeFileSync(configPath, 'services = x2gobroker, slow, denied\nlog-level = info\npermissions = 0o600\n');
+		writeFileSync(configPath, 'services = x2gobroker, slow, denied\nlog-level = info\npermissions = 0o600\nmax-log-backlog-bytes = 1048576\n');
 		daemon.process.kill('SIGHUP');
 		await daemon.waitForLog(entry => entry.msg === 'configuration reloaded');
 		const warning = await daemon.waitForLog(entry => String(entry.msg).includes('only at a restart'));
-		expect(warning['options']).toEqual(['socketMode']);
+		expect(warning['options']).toEqual(['socketMode', 'maxLogBacklogBytes']);
 		expect(statSync(daemon.socketPath).mode & 0o777).toBe(0o660);
 		socket.write(`${alice.user}\r${alice.password}\rx2gobroker\n`);
 		expect(await answers).toEqual(['ok', 'ok']);
@@ -193,6 +193,52 @@ describe('SIGUSR1', () => {
 		expect(await ask(socketPath, alice.user, alice.password)).toBe('ok');
 		await waitFor(() => readFileSync(logFile, 'utf8').includes('"request"'));
 		expect(readFileSync(`${logFile}.1`, 'utf8')).not.toContain('"request"');
+	});
+});
+
+describe('a log file that cannot be written', () => {
+	it('does not stop the answers, is said once on standard error, and does not stop the daemon from stopping', async () => {
+		// Every write to /dev/full fails with ENOSPC, as on a full disk.
+		const logFile = path.join(directory, 'full.log');
+		symlinkSync('/dev/full', logFile);
+		const socketPath = path.join(directory, 'full.socket');
+		const child = spawn(process.execPath, [daemonPath, '--config', '/dev/null', '--socket-file', socketPath, '--log-file', logFile, ...me], {env: {...process.env, ...sandbox.environment}, stdio: ['ignore', 'ignore', 'pipe']});
+		children.push(child);
+		let stderr = '';
+		child.stderr.setEncoding('utf8').on('data', (text: string) => {
+			stderr += text;
+		});
+		const exited = new Promise<number | null>(resolve => {
+			child.on('exit', code => {
+				resolve(code);
+			});
+		});
+		await waitFor(async () => ask(socketPath, alice.user, alice.password).then(answer => answer === 'ok', () => false));
+		// Apart by more than a batch's wait: each answer's log line is a write of its own, and fails.
+		for (let round = 0; round < 4; round++) {
+			// eslint-disable-next-line no-await-in-loop
+			await delay(150);
+			// eslint-disable-next-line no-await-in-loop
+			expect(await ask(socketPath, alice.user, alice.password)).toBe('ok');
+			// eslint-disable-next-line no-await-in-loop
+			expect(await ask(socketPath, dave.user, wrongPassword)).toBe('fail');
+		}
+
+		expect(stderr.match(/cannot write the log/g)).toHaveLength(1);
+		expect(stderr).toContain('ENOSPC');
+		child.kill('SIGTERM');
+		expect(await exited).toBe(0);
+	});
+
+	it('is a failure to start, said on standard error, when the file cannot be opened at all', () => {
+		// A folder that is a file: no log can be made under it.
+		const notAFolder = path.join(directory, 'not-a-folder');
+		writeFileSync(notAFolder, '');
+		const logFile = path.join(notAFolder, 'pam-authservice.log');
+		const result = spawnSync(process.execPath, [daemonPath, '--config', '/dev/null', '--socket-file', path.join(directory, 'never.socket'), '--log-file', logFile, ...me], {encoding: 'utf8', env: {...process.env, ...sandbox.environment}, timeout: 20_000});
+		expect(result.status).toBe(1);
+		expect(result.stderr).toContain(`cannot open the log file ${logFile}: E`);
+		expect(existsSync(path.join(directory, 'never.socket'))).toBe(false);
 	});
 });
 

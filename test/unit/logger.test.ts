@@ -5,13 +5,14 @@ gathered), warnings go out at once, and `flush()` leaves nothing behind. Lines a
 the batch as they come: none is cut, reordered or mis-encoded at a batch's edge.
 */
 import {pbkdf2} from 'node:crypto';
-import {mkdtempSync, readFileSync, rmSync} from 'node:fs';
+import {spawnSync} from 'node:child_process';
+import {closeSync, mkdtempSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync, writeSync} from 'node:fs';
 import {tmpdir} from 'node:os';
 import path from 'node:path';
 import {setTimeout as delay} from 'node:timers/promises';
 import {afterEach, describe, expect, it} from 'vitest';
 import {createLogging, logBatchBytes, logFlushMs, type RequestFields} from '../../src/logger.js';
-import {waitFor} from '../helpers/daemon.js';
+import {isRoot, waitFor} from '../helpers/daemon.js';
 
 const directories: string[] = [];
 
@@ -168,5 +169,136 @@ describe('the log file', () => {
 		void logging.flush();
 		expect(messages()).toEqual(['while busy']);
 		await busy;
+	});
+});
+
+/** A tmpfs of `size` mounted on a new folder, unmounted at the end of the test. Root only. */
+function mountTmpfs(size: string): string | undefined {
+	const directory = mkdtempSync(path.join(tmpdir(), 'pam-authservice-logger-'));
+	if (spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', directory]).status !== 0) {
+		rmSync(directory, {recursive: true});
+		return undefined;
+	}
+
+	unmount.push(directory);
+	return directory;
+}
+
+const unmount: string[] = [];
+afterEach(() => {
+	for (const directory of unmount.splice(0)) {
+		// Lazily: the logger under test still holds its file open.
+		spawnSync('umount', ['--lazy', directory]);
+		rmSync(directory, {recursive: true, force: true});
+	}
+});
+
+const canMountTmpfs = isRoot && (() => {
+	const directory = mountTmpfs('64k');
+	spawnSync('umount', unmount.splice(0));
+	if (directory) {
+		rmSync(directory, {recursive: true, force: true});
+	}
+
+	return directory !== undefined;
+})();
+
+/** Writes to `file` until the file system has no room left. */
+function fillUp(file: string): void {
+	const fd = openSync(file, 'w');
+	try {
+		for (const chunk of [Buffer.alloc(65_536), Buffer.alloc(1024)]) {
+			for (;;) {
+				try {
+					writeSync(fd, chunk);
+				} catch {
+					break;
+				}
+			}
+		}
+	} finally {
+		closeSync(fd);
+	}
+}
+
+describe('a log that cannot be written', () => {
+	it('does not stop the logger, holds at most maxBacklogBytes, and says how many lines it lost once it can write again', async () => {
+		const directory = mkdtempSync(path.join(tmpdir(), 'pam-authservice-logger-'));
+		directories.push(directory);
+		// Every write to /dev/full fails with ENOSPC: a full disk. Moving the link is "space freed".
+		const file = path.join(directory, 'log');
+		symlinkSync('/dev/full', file);
+		const reports: string[] = [];
+		const maxBacklogBytes = 256 * 1024;
+		const logging = createLogging({level: 'info', target: {kind: 'file', path: file}, maxBacklogBytes, report: message => reports.push(message)});
+		await logging.ready;
+
+		// About four times the backlog, in one go, then more while the failure is known.
+		const padding = 'x'.repeat(1000);
+		let logged = 0;
+		for (; logged < 1000; logged++) {
+			logging.logger.info(`${logged} ${padding}`);
+		}
+
+		await waitFor(() => reports.length > 0, 2000, 2);
+		for (; logged < 1100; logged++) {
+			logging.logger.warn(`${logged} ${padding}`);
+		}
+
+		// Nothing to wait for: a log that cannot be written is not waited for.
+		await logging.flush();
+		await delay(50);
+		expect(reports).toHaveLength(1);
+		expect(reports[0]).toContain(file);
+		expect(reports[0]).toContain('ENOSPC');
+
+		rmSync(file);
+		writeFileSync(file, '');
+		logging.reopen();
+		const lines = (): Array<{level: string; msg: string; droppedLines?: number}> => readFileSync(file, 'utf8').split('\n').filter(Boolean).map(line => JSON.parse(line) as {level: string; msg: string});
+		await waitFor(() => lines().some(line => line.droppedLines !== undefined), 2000, 2);
+		expect(reports).toHaveLength(2);
+
+		const kept = lines().filter(line => line.droppedLines === undefined);
+		const {droppedLines} = lines().find(line => line.droppedLines !== undefined)!;
+		expect(reports[1]).toContain(`${droppedLines} lines were dropped`);
+		// Each line either written, whole and in order, or counted: none lost unsaid.
+		expect(kept.length).toBeGreaterThan(0);
+		expect(droppedLines).toBeGreaterThan(0);
+		expect(kept.length + droppedLines!).toBe(logged);
+		const numbers = kept.map(line => Number(line.msg.split(' ')[0]));
+		expect(numbers).toEqual([...numbers].sort((a, b) => a - b));
+		// Held while failing: at most the backlog.
+		expect(Buffer.byteLength(kept.map(line => JSON.stringify(line)).join('\n'))).toBeLessThanOrEqual(maxBacklogBytes);
+	});
+
+	it.skipIf(!canMountTmpfs)('writes again by itself once the disk has room, though every line since was dropped (as root, on a small tmpfs)', async () => {
+		const directory = mountTmpfs('1m')!;
+		const filler = path.join(directory, 'filler');
+		fillUp(filler);
+		const file = path.join(directory, 'log');
+		const reports: string[] = [];
+		const logging = createLogging({level: 'info', target: {kind: 'file', path: file}, maxBacklogBytes: 256 * 1024, report: message => reports.push(message)});
+		await logging.ready;
+		const padding = 'x'.repeat(1000);
+		for (let index = 0; index < 1000; index++) {
+			logging.logger.info(`${index} ${padding}`);
+		}
+
+		await waitFor(() => reports.length > 0, 2000, 2);
+		expect(reports[0]).toContain('ENOSPC');
+		// The last lines gathered go to the backlog too (or are dropped), and its retry fails.
+		await logging.flush();
+		await delay(50);
+		rmSync(filler);
+		// Larger than what is left of the backlog: dropped, and so not a write that would retry the
+		// held lines. Only the retry a dropped line starts finds the room.
+		logging.logger.info(`room ${'y'.repeat(40_000)}`);
+		const lines = (): Array<{msg: string; droppedLines?: number}> => readFileSync(file, 'utf8').split('\n').filter(Boolean).map(line => JSON.parse(line) as {msg: string});
+		await waitFor(() => lines().some(line => line.droppedLines !== undefined), 2000, 2);
+		const kept = lines().filter(line => line.droppedLines === undefined);
+		const {droppedLines} = lines().find(line => line.droppedLines !== undefined)!;
+		expect(kept.map(line => line.msg.split(' ')[0])).not.toContain('room');
+		expect(kept.length + droppedLines!).toBe(1001);
 	});
 });
