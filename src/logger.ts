@@ -108,12 +108,12 @@ profile, one request per connection, 8 clients).
 
 A log that cannot be written (a full disk, a journal gone or stalled) does not stop the answers:
 the trouble is reported once, on standard error, lines are held up to `maxBacklogBytes` and
-dropped beyond them, each write retries, and once one succeeds a warning in the log says how many
-lines were lost. sonic-boom is made here, not by `pino.destination()`, whose exit hook calls
+dropped beyond them, each write retries, and once all that is held is written a warning in the
+log says how many lines were lost. sonic-boom is made here, not by `pino.destination()`, whose exit hook calls
 `flushSync()`: with sonic-boom 4, on a write error that loops for ever, and the daemon, alive and
 listening, answered no one again.
 */
-function batched(boom: InstanceType<typeof SonicBoom>, writeNow: (bytes: Buffer) => void, trouble: Trouble): Destination {
+function batched(boom: InstanceType<typeof SonicBoom>, maxBacklogBytes: number, writeNow: (bytes: Buffer) => void, trouble: Trouble): Destination {
 	const warn = pino.levels.values['warn']!;
 	// Opened with `contentMode: 'buffer'`, sonic-boom takes Buffers; its types know only strings.
 	const bytesOut = boom as unknown as {write(bytes: Buffer): boolean};
@@ -131,22 +131,35 @@ function batched(boom: InstanceType<typeof SonicBoom>, writeNow: (bytes: Buffer)
 	let opened = false;
 	/** The write error that stopped the log, until a write succeeds again. */
 	let failing: Error | undefined;
+	/** Whether trouble (an error, a dropped line) was reported and the log has not caught up since. */
+	let troubled = false;
 	let droppedLines = 0;
+	const troubleBegins = (reason: string): void => {
+		if (!troubled) {
+			troubled = true;
+			trouble.failed(reason);
+		}
+	};
+
 	boom.on('write', (bytes: number) => {
 		inFlight -= bytes;
-		if (failing && bytes > 0) {
+		if (bytes > 0) {
 			failing = undefined;
-			const dropped = droppedLines;
-			droppedLines = 0;
-			// Not from inside sonic-boom's own 'write' event: the warning is another write.
-			setImmediate(() => {
-				trouble.recovered(dropped);
-			});
 		}
 
 		if (inFlight <= 0) {
 			inFlight = 0;
 			settled();
+			if (troubled) {
+				// Caught up: everything held is written.
+				troubled = false;
+				const dropped = droppedLines;
+				droppedLines = 0;
+				// Not from inside sonic-boom's own 'write' event: the warning is another write.
+				setImmediate(() => {
+					trouble.recovered(dropped);
+				});
+			}
 		}
 	}).on('error', (error: Error) => {
 		if (!opened) {
@@ -155,18 +168,17 @@ function batched(boom: InstanceType<typeof SonicBoom>, writeNow: (bytes: Buffer)
 		}
 
 		// sonic-boom keeps what it could not write and tries it again at the next write.
-		if (!failing) {
-			trouble.failed(error);
-		}
-
 		failing = error;
+		troubleBegins(error.message);
 		settled();
 	}).on('drop', (bytes: Buffer) => {
+		// A write failing, or one too slow (a stalled journal is retried without an error).
 		inFlight -= bytes.length;
 		for (let at = bytes.indexOf(10); at !== -1; at = bytes.indexOf(10, at + 1)) {
 			droppedLines++;
 		}
 
+		troubleBegins(`more than ${maxBacklogBytes} bytes of lines wait to be written`);
 		// A dropped write starts no retry: this empty one does, when none is under way.
 		bytesOut.write(Buffer.alloc(0));
 	});
@@ -268,7 +280,7 @@ function batched(boom: InstanceType<typeof SonicBoom>, writeNow: (bytes: Buffer)
 
 /** What a batched log does when it cannot write, and when it can again. */
 type Trouble = {
-	failed(error: Error): void;
+	failed(reason: string): void;
 	recovered(droppedLines: number): void;
 };
 
@@ -276,7 +288,7 @@ function destinationFor(target: LogTarget, maxBacklogBytes: number, trouble: Tro
 	const options = {sync: false, contentMode: 'buffer', maxLength: maxBacklogBytes} as const;
 	switch (target.kind) {
 		case 'file': {
-			return batched(new SonicBoom({...options, dest: target.path, append: true, mkdir: true}), bytes => {
+			return batched(new SonicBoom({...options, dest: target.path, append: true, mkdir: true}), maxBacklogBytes, bytes => {
 				appendFileSync(target.path, bytes);
 			}, trouble);
 		}
@@ -289,7 +301,7 @@ function destinationFor(target: LogTarget, maxBacklogBytes: number, trouble: Tro
 
 		default: {
 			const fd = target.kind === 'stderr' ? 2 : 1;
-			return batched(new SonicBoom({...options, fd}), bytes => {
+			return batched(new SonicBoom({...options, fd}), maxBacklogBytes, bytes => {
 				for (let written = 0; written < bytes.length;) {
 					written += writeSync(fd, bytes, written);
 				}
@@ -361,8 +373,8 @@ export function createLogging(options: LoggerOptions = {}): Logging {
 	const report = options.report ?? reportOnStandardError;
 	const where = target.kind === 'file' ? target.path : `standard ${target.kind === 'stderr' ? 'error' : 'output'}`;
 	const trouble: Trouble = {
-		failed(error) {
-			report(`${name}: cannot write the log to ${where} (${error.message}): answering on; lines are held, then dropped, until it can`);
+		failed(reason) {
+			report(`${name}: cannot write the log to ${where} (${reason}): answering on; lines are held, then dropped, until it can`);
 		},
 		recovered(droppedLines) {
 			report(`${name}: the log is written to ${where} again; ${droppedLines} lines were dropped`);

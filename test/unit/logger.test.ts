@@ -29,6 +29,17 @@ async function occupyThreadPool(): Promise<unknown> {
 	})));
 }
 
+/** A log file with a small backlog, its troubles collected instead of said on standard error. */
+async function fileLoggingWith(maxBacklogBytes: number) {
+	const directory = mkdtempSync(path.join(tmpdir(), 'pam-authservice-logger-'));
+	directories.push(directory);
+	const file = path.join(directory, 'log');
+	const reports: string[] = [];
+	const logging = createLogging({level: 'info', target: {kind: 'file', path: file}, maxBacklogBytes, report: message => reports.push(message)});
+	await logging.ready;
+	return {logging, file, reports};
+}
+
 async function fileLogging() {
 	const directory = mkdtempSync(path.join(tmpdir(), 'pam-authservice-logger-'));
 	directories.push(directory);
@@ -233,14 +244,15 @@ describe('a log that cannot be written', () => {
 		const logging = createLogging({level: 'info', target: {kind: 'file', path: file}, maxBacklogBytes, report: message => reports.push(message)});
 		await logging.ready;
 
-		// About four times the backlog, in one go, then more while the failure is known.
+		// A warning goes out at once, and fails. Then about four times the backlog, in one go.
 		const padding = 'x'.repeat(1000);
-		let logged = 0;
+		logging.logger.warn(`0 ${padding}`);
+		await waitFor(() => reports.length > 0, 2000, 2);
+		let logged = 1;
 		for (; logged < 1000; logged++) {
 			logging.logger.info(`${logged} ${padding}`);
 		}
 
-		await waitFor(() => reports.length > 0, 2000, 2);
 		for (; logged < 1100; logged++) {
 			logging.logger.warn(`${logged} ${padding}`);
 		}
@@ -272,6 +284,26 @@ describe('a log that cannot be written', () => {
 		expect(Buffer.byteLength(kept.map(line => JSON.stringify(line)).join('\n'))).toBeLessThanOrEqual(maxBacklogBytes);
 	});
 
+	it('drops what is beyond maxBacklogBytes when writes only lag, with no error, says so, and counts it once caught up', async () => {
+		const {logging, file, reports} = await fileLoggingWith(256 * 1024);
+		const padding = 'x'.repeat(1000);
+		// About four times the backlog at once: no write can finish in between.
+		for (let index = 0; index < 1000; index++) {
+			logging.logger.info(`${index} ${padding}`);
+		}
+
+		logging.logger.warn('last');
+		expect(reports).toHaveLength(1);
+		expect(reports[0]).toContain('more than 262144 bytes of lines wait to be written');
+		const lines = (): Array<{msg: string; droppedLines?: number}> => readFileSync(file, 'utf8').split('\n').filter(Boolean).map(line => JSON.parse(line) as {msg: string});
+		await waitFor(() => lines().some(line => line.droppedLines !== undefined), 2000, 2);
+		const kept = lines().filter(line => line.droppedLines === undefined);
+		const {droppedLines} = lines().find(line => line.droppedLines !== undefined)!;
+		expect(droppedLines).toBeGreaterThan(0);
+		expect(kept.length + droppedLines!).toBe(1001);
+		expect(reports[1]).toContain(`${droppedLines} lines were dropped`);
+	});
+
 	it.skipIf(!canMountTmpfs)('writes again by itself once the disk has room, though every line since was dropped (as root, on a small tmpfs)', async () => {
 		const directory = mountTmpfs('1m')!;
 		const filler = path.join(directory, 'filler');
@@ -281,12 +313,13 @@ describe('a log that cannot be written', () => {
 		const logging = createLogging({level: 'info', target: {kind: 'file', path: file}, maxBacklogBytes: 256 * 1024, report: message => reports.push(message)});
 		await logging.ready;
 		const padding = 'x'.repeat(1000);
-		for (let index = 0; index < 1000; index++) {
+		logging.logger.warn(`0 ${padding}`);
+		await waitFor(() => reports.length > 0, 2000, 2);
+		expect(reports[0]).toContain('ENOSPC');
+		for (let index = 1; index < 1000; index++) {
 			logging.logger.info(`${index} ${padding}`);
 		}
 
-		await waitFor(() => reports.length > 0, 2000, 2);
-		expect(reports[0]).toContain('ENOSPC');
 		// The last lines gathered go to the backlog too (or are dropped), and its retry fails.
 		await logging.flush();
 		await delay(50);
