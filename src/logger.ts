@@ -4,7 +4,7 @@ journal has it). Callers never hand a password to the logger; the redaction belo
 line of defence, not the first.
 */
 import {pino, type DestinationStream, type Logger} from 'pino';
-import {appendFileSync, writeSync} from 'node:fs';
+import {appendFileSync, write, writeSync} from 'node:fs';
 import {createRequire} from 'node:module';
 import {integerOptions, type LogLevel} from './config.js';
 
@@ -109,9 +109,9 @@ profile, one request per connection, 8 clients).
 A log that cannot be written (a full disk, a journal gone or stalled) does not stop the answers:
 the trouble is reported once, on standard error, lines are held up to `maxBacklogBytes` and
 dropped beyond them, each write retries, and once all that is held is written a warning in the
-log says how many lines were lost. sonic-boom is made here, not by `pino.destination()`, whose exit hook calls
-`flushSync()`: with sonic-boom 4, on a write error that loops for ever, and the daemon, alive and
-listening, answered no one again.
+log says how many lines were lost. sonic-boom is made here, not by `pino.destination()`, whose
+exit hook calls `flushSync()`: with sonic-boom 4, on a write error that loops for ever, and the
+daemon, alive and listening, answered no one again.
 */
 function batched(boom: InstanceType<typeof SonicBoom>, maxBacklogBytes: number, writeNow: (bytes: Buffer) => void, trouble: Trouble): Destination {
 	const warn = pino.levels.values['warn']!;
@@ -312,13 +312,13 @@ function destinationFor(target: LogTarget, maxBacklogBytes: number, trouble: Tro
 
 const name = 'pam-authserviced';
 
-/** One line on standard error, where a log that cannot be written says so: written at once, and never an error of its own. */
+/**
+One line on standard error, where a log that cannot be written says so. Written in the thread
+pool, as the log is: under systemd standard error is the journal's socket too, and a stalled
+journal must not stall the answers. A failure to write it is nowhere left to say.
+*/
 function reportOnStandardError(message: string): void {
-	try {
-		writeSync(2, `${message}\n`);
-	} catch {
-		// Standard error gone too: nowhere left to say it.
-	}
+	write(2, `${message}\n`, () => {});
 }
 
 /** `,"key":value` for a string that may hold anything a caller sent: JSON.stringify escapes it. */
