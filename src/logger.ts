@@ -113,8 +113,10 @@ log says how many lines were lost. sonic-boom is made here, not by `pino.destina
 exit hook calls `flushSync()`: with sonic-boom 4, on a write error that loops for ever, and the
 daemon, alive and listening, answered no one again.
 */
-function batched(boom: InstanceType<typeof SonicBoom>, maxBacklogBytes: number, writeNow: (bytes: Buffer) => void, trouble: Trouble): Destination {
+function batched(destination: {dest: string} | {fd: number}, maxBacklogBytes: number, writeNow: (bytes: Buffer) => void, trouble: Trouble): Destination {
 	const warn = pino.levels.values['warn']!;
+	// A file is appended to, its folder made if missing; a descriptor is written as it is.
+	const boom = new SonicBoom({...destination, append: true, mkdir: true, sync: false, contentMode: 'buffer', maxLength: maxBacklogBytes});
 	// Opened with `contentMode: 'buffer'`, sonic-boom takes Buffers; its types know only strings.
 	const bytesOut = boom as unknown as {write(bytes: Buffer): boolean};
 	// Bytes handed to sonic-boom and not yet written. sonic-boom reports each write ('write', bytes)
@@ -129,8 +131,8 @@ function batched(boom: InstanceType<typeof SonicBoom>, maxBacklogBytes: number, 
 
 	/** Whether the log was ever opened. A file reopened on SIGUSR1 and failing to open keeps the old one. */
 	let opened = false;
-	/** The write error that stopped the log, until a write succeeds again. */
-	let failing: Error | undefined;
+	/** A write failed, and none has succeeded since. */
+	let failing = false;
 	/** Whether trouble (an error, a dropped line) was reported and the log has not caught up since. */
 	let troubled = false;
 	let droppedLines = 0;
@@ -144,7 +146,7 @@ function batched(boom: InstanceType<typeof SonicBoom>, maxBacklogBytes: number, 
 	boom.on('write', (bytes: number) => {
 		inFlight -= bytes;
 		if (bytes > 0) {
-			failing = undefined;
+			failing = false;
 		}
 
 		if (inFlight <= 0) {
@@ -168,7 +170,7 @@ function batched(boom: InstanceType<typeof SonicBoom>, maxBacklogBytes: number, 
 		}
 
 		// sonic-boom keeps what it could not write and tries it again at the next write.
-		failing = error;
+		failing = true;
 		troubleBegins(error.message);
 		settled();
 	}).on('drop', (bytes: Buffer) => {
@@ -285,10 +287,9 @@ type Trouble = {
 };
 
 function destinationFor(target: LogTarget, maxBacklogBytes: number, trouble: Trouble): Destination {
-	const options = {sync: false, contentMode: 'buffer', maxLength: maxBacklogBytes} as const;
 	switch (target.kind) {
 		case 'file': {
-			return batched(new SonicBoom({...options, dest: target.path, append: true, mkdir: true}), maxBacklogBytes, bytes => {
+			return batched({dest: target.path}, maxBacklogBytes, bytes => {
 				appendFileSync(target.path, bytes);
 			}, trouble);
 		}
@@ -301,7 +302,7 @@ function destinationFor(target: LogTarget, maxBacklogBytes: number, trouble: Tro
 
 		default: {
 			const fd = target.kind === 'stderr' ? 2 : 1;
-			return batched(new SonicBoom({...options, fd}), maxBacklogBytes, bytes => {
+			return batched({fd}, maxBacklogBytes, bytes => {
 				for (let written = 0; written < bytes.length;) {
 					written += writeSync(fd, bytes, written);
 				}
