@@ -29,32 +29,34 @@ async function occupyThreadPool(): Promise<unknown> {
 	})));
 }
 
-/** A log file with a small backlog, its troubles collected instead of said on standard error. */
-async function fileLoggingWith(maxBacklogBytes: number) {
+/** A new folder, removed after the test. */
+function newDirectory(): string {
 	const directory = mkdtempSync(path.join(tmpdir(), 'pam-authservice-logger-'));
 	directories.push(directory);
-	const file = path.join(directory, 'log');
-	const reports: string[] = [];
-	const logging = createLogging({level: 'info', target: {kind: 'file', path: file}, maxBacklogBytes, report: message => reports.push(message)});
-	await logging.ready;
-	return {logging, file, reports};
+	return directory;
 }
 
-async function fileLogging() {
-	const directory = mkdtempSync(path.join(tmpdir(), 'pam-authservice-logger-'));
-	directories.push(directory);
-	const file = path.join(directory, 'log');
-	const logging = createLogging({level: 'info', target: {kind: 'file', path: file}});
+type FileLine = {level: string; msg: string; droppedLines?: number};
+
+/**
+A logger appending to `file` (by default a new one), its troubles collected in `reports` instead
+of said on standard error.
+*/
+async function fileLogging({file = path.join(newDirectory(), 'log'), maxBacklogBytes}: {file?: string; maxBacklogBytes?: number} = {}) {
+	const reports: string[] = [];
+	const logging = createLogging({level: 'info', target: {kind: 'file', path: file}, ...maxBacklogBytes === undefined ? {} : {maxBacklogBytes}, report: message => reports.push(message)});
 	await logging.ready;
-	const messages = (): string[] => {
+	/** The file's lines, parsed: none while it is missing. */
+	const lines = (): FileLine[] => {
 		try {
-			return readFileSync(file, 'utf8').split('\n').filter(Boolean).map(line => (JSON.parse(line) as {msg: string}).msg);
+			return readFileSync(file, 'utf8').split('\n').filter(Boolean).map(line => JSON.parse(line) as FileLine);
 		} catch {
 			return [];
 		}
 	};
 
-	return {logging, messages};
+	const messages = (): string[] => lines().map(line => line.msg);
+	return {logging, file, reports, lines, messages};
 }
 
 /** What `logging.request()` and `logger.info(fields, 'request')` write for the same fields, time left out. */
@@ -234,15 +236,11 @@ function fillUp(file: string): void {
 
 describe('a log that cannot be written', () => {
 	it('does not stop the logger, holds at most maxBacklogBytes, and says how many lines it lost once it can write again', async () => {
-		const directory = mkdtempSync(path.join(tmpdir(), 'pam-authservice-logger-'));
-		directories.push(directory);
 		// Every write to /dev/full fails with ENOSPC: a full disk. Moving the link is "space freed".
-		const file = path.join(directory, 'log');
+		const file = path.join(newDirectory(), 'log');
 		symlinkSync('/dev/full', file);
-		const reports: string[] = [];
 		const maxBacklogBytes = 256 * 1024;
-		const logging = createLogging({level: 'info', target: {kind: 'file', path: file}, maxBacklogBytes, report: message => reports.push(message)});
-		await logging.ready;
+		const {logging, reports, lines} = await fileLogging({file, maxBacklogBytes});
 
 		// A warning goes out at once, and fails. Then about four times the backlog, in one go.
 		const padding = 'x'.repeat(1000);
@@ -267,7 +265,6 @@ describe('a log that cannot be written', () => {
 		rmSync(file);
 		writeFileSync(file, '');
 		logging.reopen();
-		const lines = (): Array<{level: string; msg: string; droppedLines?: number}> => readFileSync(file, 'utf8').split('\n').filter(Boolean).map(line => JSON.parse(line) as {level: string; msg: string});
 		await waitFor(() => lines().some(line => line.droppedLines !== undefined), 2000, 2);
 		expect(reports).toHaveLength(2);
 
@@ -285,7 +282,7 @@ describe('a log that cannot be written', () => {
 	});
 
 	it('drops what is beyond maxBacklogBytes when writes only lag, with no error, says so, and counts it once caught up', async () => {
-		const {logging, file, reports} = await fileLoggingWith(256 * 1024);
+		const {logging, reports, lines} = await fileLogging({maxBacklogBytes: 256 * 1024});
 		const padding = 'x'.repeat(1000);
 		// About four times the backlog at once: no write can finish in between.
 		for (let index = 0; index < 1000; index++) {
@@ -295,7 +292,6 @@ describe('a log that cannot be written', () => {
 		logging.logger.warn('last');
 		expect(reports).toHaveLength(1);
 		expect(reports[0]).toContain('more than 262144 bytes of lines wait to be written');
-		const lines = (): Array<{msg: string; droppedLines?: number}> => readFileSync(file, 'utf8').split('\n').filter(Boolean).map(line => JSON.parse(line) as {msg: string});
 		await waitFor(() => lines().some(line => line.droppedLines !== undefined), 2000, 2);
 		const kept = lines().filter(line => line.droppedLines === undefined);
 		const {droppedLines} = lines().find(line => line.droppedLines !== undefined)!;
@@ -308,10 +304,7 @@ describe('a log that cannot be written', () => {
 		const directory = mountTmpfs('1m')!;
 		const filler = path.join(directory, 'filler');
 		fillUp(filler);
-		const file = path.join(directory, 'log');
-		const reports: string[] = [];
-		const logging = createLogging({level: 'info', target: {kind: 'file', path: file}, maxBacklogBytes: 256 * 1024, report: message => reports.push(message)});
-		await logging.ready;
+		const {logging, reports, lines} = await fileLogging({file: path.join(directory, 'log'), maxBacklogBytes: 256 * 1024});
 		const padding = 'x'.repeat(1000);
 		logging.logger.warn(`0 ${padding}`);
 		await waitFor(() => reports.length > 0, 2000, 2);
@@ -327,7 +320,6 @@ describe('a log that cannot be written', () => {
 		// Larger than what is left of the backlog: dropped, and so not a write that would retry the
 		// held lines. Only the retry a dropped line starts finds the room.
 		logging.logger.info(`room ${'y'.repeat(40_000)}`);
-		const lines = (): Array<{msg: string; droppedLines?: number}> => readFileSync(file, 'utf8').split('\n').filter(Boolean).map(line => JSON.parse(line) as {msg: string});
 		await waitFor(() => lines().some(line => line.droppedLines !== undefined), 2000, 2);
 		const kept = lines().filter(line => line.droppedLines === undefined);
 		const {droppedLines} = lines().find(line => line.droppedLines !== undefined)!;
