@@ -6,7 +6,8 @@
 // Flags:
 //   --quick            shorter runs (1 s instead of 3 s); results go to bench/.cache/results/
 //   --only A,B         only these scenarios and/or peers; results go to bench/.cache/results/
-//                      scenarios: selftest, loop, throughput, head-of-line, idle-flood, profile
+//                      scenarios: selftest, wakeup, loop, throughput, head-of-line, idle-flood,
+//                      profile
 //                      peers: pam-authservice, x2gobroker-authservice, saslauthd
 //   --seconds N        length of one throughput run
 //   --no-setup         skip apt-get and the build: dist/ is measured as it is
@@ -55,7 +56,7 @@ const option = name => (args.includes(name) ? args[args.indexOf(name) + 1] : und
 const quick = flag('--quick');
 const only = option('--only') ? new Set(option('--only').split(',').map(name => name.trim())) : undefined;
 const peerNames = ['pam-authservice', 'x2gobroker-authservice', 'saslauthd', 'relay-floor'];
-const scenarioNames = ['selftest', 'loop', 'throughput', 'head-of-line', 'idle-flood', 'profile'];
+const scenarioNames = ['selftest', 'wakeup', 'loop', 'throughput', 'head-of-line', 'idle-flood', 'profile'];
 for (const name of only ?? []) {
 	if (![...peerNames, ...scenarioNames].includes(name)) {
 		throw new Error(`--only: unknown scenario or peer ${name} (scenarios: ${scenarioNames.join(', ')}; peers: ${peerNames.join(', ')})`);
@@ -224,9 +225,10 @@ function setup(quickSetup) {
 	const loop = compile('pam-loop', '-lpam', '-lpthread');
 	const trivialServer = compile('trivial-server');
 	const oneshotLoad = compile('oneshot-load', '-lm');
+	const wakeup = compile('wakeup');
 
 	const perf = spawnSync('perf', ['--version'], {encoding: 'utf8'}).status === 0;
-	return {site, script, loop, trivialServer, oneshotLoad, daemonNodeFlags: daemonNodeFlags(), x2goVersion, perf, buildError};
+	return {site, script, loop, trivialServer, oneshotLoad, wakeup, daemonNodeFlags: daemonNodeFlags(), x2goVersion, perf, buildError};
 }
 
 // --- Processes ----------------------------------------------------------------------------------
@@ -954,6 +956,12 @@ try {
 		report.nodeFloor.afterLoad = memory([floor.pid]);
 		log(`Node.js floor: bare ${report.nodeFloor.bareIdle.totalMiB} MiB; server idle ${report.nodeFloor.idle.totalMiB} MiB, after load ${report.nodeFloor.afterLoad.totalMiB} MiB`);
 		await stopTree(floor.pid);
+	}
+
+	if (scenarioWanted('wakeup')) {
+		// What a hop from one process to another costs here: it explains where the servers differ.
+		report.wakeup = JSON.parse(execFileSync(prepared.wakeup, ['1'], {encoding: 'utf8', timeout: 30_000}));
+		log(`a round trip between two processes over a Unix socket: ${report.wakeup.sameCpuUs} µs on one CPU, ${report.wakeup.acrossCpusUs} µs across two, ${report.wakeup.unpinnedUs} µs where the scheduler puts them`);
 	}
 
 	if (scenarioWanted('loop')) {
