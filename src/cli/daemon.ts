@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=1 --max-old-space-size=1024 --single-threaded-gc
+#!/usr/bin/env -S node --max-semi-space-size=1 --max-old-space-size=1024
 /**
 `pam-authserviced`: flags, environment and file → configuration → listen → signals. Takes the
 original x2gobroker-authservice's flags with the same meaning, plus one flag for every limit.
@@ -19,14 +19,6 @@ benchmark read them from there.
   8 MiB, so under load it held 30 to 40 MiB of garbage. With the cap: 20 MiB less resident after
   the benchmark's load, the same on every machine, for about 5 % more CPU in the daemon's own
   process (more frequent full collections).
-- `--single-threaded-gc` keeps V8's collections on the event loop's thread. With a young generation
-  of 1 MiB, V8 collects it about 180 times a second under load, and each time woke helper threads
-  to share work too small to share: each collection took longer in parallel (0.22–0.27 ms) than
-  alone (0.17), and the wake-ups cost CPU (a thread woken on an idle CPU is the expensive part on
-  the benchmark's machine: bench/wakeup.c). One request per connection, 8 clients, 22 interleaved
-  pairs of runs: 3.1–3.5 µs less CPU a request in the daemon's process (all its threads: −5.5 %),
-  the event loop waiting less for a CPU, and a rate 0.3 % to 6 % higher by set. The full
-  collections' pauses stayed near 1 ms (their marking goes on in steps between events).
 */
 import {spawn} from 'node:child_process';
 import {createWriteStream} from 'node:fs';
