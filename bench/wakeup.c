@@ -3,7 +3,8 @@
  * back between two processes over a socketpair (as the daemon talks to a PAM worker, and a client
  * to any of the servers), the time of a round trip, with both processes on one CPU, on two CPUs,
  * and where the scheduler puts them. `wakeup SECONDS` prints
- * {"sameCpuUs":…,"acrossCpusUs":…,"unpinnedUs":…} (acrossCpusUs null on one CPU).
+ * {"sameCpuUs":…,"acrossCpusUs":…,"unpinnedUs":…}, pinned to the first two CPUs it may use
+ * (acrossCpusUs null when there is only one).
  *
  * On one CPU a round trip is two context switches. Across CPUs the waiting process's CPU has
  * usually gone idle, and waking an idle CPU is the expensive part: on a virtual machine whose
@@ -28,13 +29,17 @@ static double now(void)
 	return time.tv_sec + time.tv_nsec / 1e9;
 }
 
+/* The CPUs this process may use, as it started: the cases pin to the first two of them. */
+static cpu_set_t allowed;
+
 static void pin(int cpu)
 {
-	if (cpu < 0)
-		return;
 	cpu_set_t set;
 	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
+	if (cpu < 0)
+		set = allowed;
+	else
+		CPU_SET(cpu, &set);
 	if (sched_setaffinity(0, sizeof set, &set) != 0) {
 		perror("sched_setaffinity");
 		exit(1);
@@ -83,21 +88,30 @@ static double round_trip_us(int ours, int theirs, double seconds)
 	close(pair[0]);
 	waitpid(child, NULL, 0);
 
-	/* Free to run anywhere again, for the next case. */
-	cpu_set_t all;
-	CPU_ZERO(&all);
-	for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
-		CPU_SET(cpu, &all);
-	sched_setaffinity(0, sizeof all, &all);
+	/* Free to run where it could before, for the next case. */
+	pin(-1);
 	return elapsed / (double)trips * 1e6;
 }
 
 int main(int argc, char **argv)
 {
 	double seconds = argc > 1 ? atof(argv[1]) : 0.5;
-	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-	double same = round_trip_us(0, 0, seconds);
-	double across = cpus > 1 ? round_trip_us(0, 1, seconds) : -1;
+	if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) {
+		perror("sched_getaffinity");
+		return 1;
+	}
+	int first = -1, second = -1;
+	for (int cpu = 0; cpu < CPU_SETSIZE && second < 0; cpu++) {
+		if (!CPU_ISSET(cpu, &allowed))
+			continue;
+		if (first < 0)
+			first = cpu;
+		else
+			second = cpu;
+	}
+
+	double same = round_trip_us(first, first, seconds);
+	double across = second >= 0 ? round_trip_us(first, second, seconds) : -1;
 	double unpinned = round_trip_us(-1, -1, seconds);
 	if (across < 0)
 		printf("{\"sameCpuUs\":%.1f,\"acrossCpusUs\":null,\"unpinnedUs\":%.1f}\n", same, unpinned);
