@@ -56,7 +56,13 @@ async function fileLogging({file = path.join(newDirectory(), 'log'), maxBacklogB
 	};
 
 	const messages = (): string[] => lines().map(line => line.msg);
-	return {logging, file, reports, lines, messages};
+	/** The lines written, and how many the recovery warning says were dropped (none said yet: undefined). */
+	const outcome = (): {kept: FileLine[]; droppedLines: number | undefined} => {
+		const all = lines();
+		return {kept: all.filter(line => line.droppedLines === undefined), droppedLines: all.find(line => line.droppedLines !== undefined)?.droppedLines};
+	};
+
+	return {logging, reports, messages, outcome};
 }
 
 /** What `logging.request()` and `logger.info(fields, 'request')` write for the same fields, time left out. */
@@ -240,7 +246,7 @@ describe('a log that cannot be written', () => {
 		const file = path.join(newDirectory(), 'log');
 		symlinkSync('/dev/full', file);
 		const maxBacklogBytes = 256 * 1024;
-		const {logging, reports, lines} = await fileLogging({file, maxBacklogBytes});
+		const {logging, reports, outcome} = await fileLogging({file, maxBacklogBytes});
 
 		// A warning goes out at once, and fails. Then about four times the backlog, in one go.
 		const padding = 'x'.repeat(1000);
@@ -265,11 +271,10 @@ describe('a log that cannot be written', () => {
 		rmSync(file);
 		writeFileSync(file, '');
 		logging.reopen();
-		await waitFor(() => lines().some(line => line.droppedLines !== undefined), 2000, 2);
+		await waitFor(() => outcome().droppedLines !== undefined, 2000, 2);
 		expect(reports).toHaveLength(2);
 
-		const kept = lines().filter(line => line.droppedLines === undefined);
-		const {droppedLines} = lines().find(line => line.droppedLines !== undefined)!;
+		const {kept, droppedLines} = outcome();
 		expect(reports[1]).toContain(`${droppedLines} lines were dropped`);
 		// Each line either written, whole and in order, or counted: none lost unsaid.
 		expect(kept.length).toBeGreaterThan(0);
@@ -282,7 +287,7 @@ describe('a log that cannot be written', () => {
 	});
 
 	it('drops what is beyond maxBacklogBytes when writes only lag, with no error, says so, and counts it once caught up', async () => {
-		const {logging, reports, lines} = await fileLogging({maxBacklogBytes: 256 * 1024});
+		const {logging, reports, outcome} = await fileLogging({maxBacklogBytes: 256 * 1024});
 		const padding = 'x'.repeat(1000);
 		// About four times the backlog at once: no write can finish in between.
 		for (let index = 0; index < 1000; index++) {
@@ -292,9 +297,8 @@ describe('a log that cannot be written', () => {
 		logging.logger.warn('last');
 		expect(reports).toHaveLength(1);
 		expect(reports[0]).toContain('more than 262144 bytes of lines wait to be written');
-		await waitFor(() => lines().some(line => line.droppedLines !== undefined), 2000, 2);
-		const kept = lines().filter(line => line.droppedLines === undefined);
-		const {droppedLines} = lines().find(line => line.droppedLines !== undefined)!;
+		await waitFor(() => outcome().droppedLines !== undefined, 2000, 2);
+		const {kept, droppedLines} = outcome();
 		expect(droppedLines).toBeGreaterThan(0);
 		expect(kept.length + droppedLines!).toBe(1001);
 		expect(reports[1]).toContain(`${droppedLines} lines were dropped`);
@@ -304,7 +308,7 @@ describe('a log that cannot be written', () => {
 		const directory = mountTmpfs('1m')!;
 		const filler = path.join(directory, 'filler');
 		fillUp(filler);
-		const {logging, reports, lines} = await fileLogging({file: path.join(directory, 'log'), maxBacklogBytes: 256 * 1024});
+		const {logging, reports, outcome} = await fileLogging({file: path.join(directory, 'log'), maxBacklogBytes: 256 * 1024});
 		const padding = 'x'.repeat(1000);
 		logging.logger.warn(`0 ${padding}`);
 		await waitFor(() => reports.length > 0, 2000, 2);
@@ -320,9 +324,8 @@ describe('a log that cannot be written', () => {
 		// Larger than what is left of the backlog: dropped, and so not a write that would retry the
 		// held lines. Only the retry a dropped line starts finds the room.
 		logging.logger.info(`room ${'y'.repeat(40_000)}`);
-		await waitFor(() => lines().some(line => line.droppedLines !== undefined), 2000, 2);
-		const kept = lines().filter(line => line.droppedLines === undefined);
-		const {droppedLines} = lines().find(line => line.droppedLines !== undefined)!;
+		await waitFor(() => outcome().droppedLines !== undefined, 2000, 2);
+		const {kept, droppedLines} = outcome();
 		expect(kept.map(line => line.msg.split(' ')[0])).not.toContain('room');
 		expect(kept.length + droppedLines!).toBe(1001);
 	});
