@@ -960,7 +960,7 @@ try {
 
 	if (scenarioWanted('wakeup')) {
 		// What a hop from one process to another costs here: it explains where the servers differ.
-		// A machine that will not pin to CPUs 0 and 1 (a cpuset) just has no such section.
+		// A probe that fails (a machine that will not let it pin itself to a CPU) costs only its section.
 		try {
 			report.wakeup = JSON.parse(execFileSync(prepared.wakeup, ['1'], {encoding: 'utf8', timeout: 30_000}));
 			log(`a round trip between two processes over a Unix socket: ${report.wakeup.sameCpuUs} µs on one CPU, ${report.wakeup.acrossCpusUs} µs across two, ${report.wakeup.unpinnedUs} µs where the scheduler puts them`);
