@@ -215,7 +215,12 @@ export function markdown(report) {
 	const lines = [];
 	const push = (...more) => lines.push(...more);
 	push(`# pam-authservice benchmark, ${machine.date.slice(0, 10)}${report.partial ? ' (partial run: --quick/--only)' : ''}`, '');
-	push(`${machine.nproc} cores (${machine.cpu}), Node ${machine.node}, Linux ${machine.kernel}; load average at start ${machine.loadAverageAtStart.join(' ')}.`);
+	const virtual = [
+		machine.hypervisor && `hypervisor ${machine.hypervisor}`,
+		machine.meltdown && `Meltdown: ${machine.meltdown}`,
+		machine.guestHaltPollNs !== undefined && `idle CPUs poll ${number(machine.guestHaltPollNs / 1000)} µs before they halt`,
+	].filter(Boolean);
+	push(`${machine.nproc} cores (${machine.cpu}), Node ${machine.node}, Linux ${machine.kernel}${virtual.length > 0 ? ` (${virtual.join('; ')})` : ''}; load average at start ${machine.loadAverageAtStart.join(' ')}.`);
 	push(`One PAM stack for every program: pam_wrapper + pam_matrix, ${number(report.users)} users (service \`x2gobroker\`: auth and account by pam_matrix). ${report.seconds} s a throughput run, after ${report.warmupSeconds ?? 0} s of unmeasured load in each mode (a JIT compiles, pools and pre-forked servers start their processes: every program gets the same); pipelined runs keep ${report.depth} requests in flight per connection.${report.interleaved ? ' The programs take turns: every case (mode, clients, wrong passwords) runs on each program before the next case, so that two programs are compared on runs seconds apart (this machine\'s speed drifts by 10–20 % within minutes).' : ''}${repeated.length > 0 ? ` The cases with a target against saslauthd (one per connection, ${repeated.join(', ').replace(/, (?=\d+$)/, ' and ')} clients, good passwords) run ${report.rounds} times each, in turns; the tables show the run with the median rate.` : ''} Every answer is checked (good password → ok, wrong → fail).`);
 	if (report.buildError) {
 		push(`**${report.buildError}.**`);
