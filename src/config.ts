@@ -29,7 +29,7 @@ export const integerOptions = {
 	minWorkers: {default: 2, min: 0, max: 1024, describe: 'PAM worker processes kept running when idle'},
 	maxWorkers: {default: 32, min: 1, max: 1024, describe: 'PAM worker processes at most (checks run in parallel)'},
 	eagerWorkers: {default: 0, min: 0, max: 1024, describe: 'Workers started as soon as checks wait (0: two a CPU); beyond them the pool grows only for slow checks'},
-	slowCheckMs: {default: 20, min: 1, max: 3_600_000, describe: 'A check running this long is slow (it waits on the network or a sleep): each slow check lets the pool grow by one worker'},
+	slowCheckMs: {default: 20, min: 1, max: 3_600_000, describe: 'A check running this long while its worker sleeps (it waits on the network, a sleep, a child) is slow: each slow check lets the pool grow by one worker'},
 	maxQueuedChecks: {default: 1024, min: 0, max: 1_000_000, describe: 'Checks waiting for a free worker; beyond it a check is answered `fail` at once'},
 	checkTimeoutMs: {default: 60_000, min: 100, max: 3_600_000, describe: 'A PAM check running longer has its worker killed and is answered `fail`'},
 	maxChecksPerWorker: {default: 10_000, min: 1, max: 100_000_000, describe: 'A worker is replaced after this many checks (PAM modules leak)'},

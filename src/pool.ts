@@ -4,9 +4,10 @@ its auth workers. Processes, not threads: libpam loads modules under a process-w
 that crashes or hangs must not take the daemon with it, and some modules are not thread-safe.
 
 Each worker runs one check at a time. The pool grows on demand to `eagerWorkers` (two a CPU unless
-set), and beyond that, up to `maxWorkers`, by one worker for each check that has run `slowCheckMs`:
-a stack that waits (LDAP, Kerberos, pam_exec) gets workers for its waiting checks, while a stack
-that computes gains nothing from more workers than cores but their memory. It shrinks to
+set), and beyond that, up to `maxWorkers`, by one worker for each check that has run `slowCheckMs`
+with its worker asleep: a stack that waits (LDAP, Kerberos, pam_exec, a fail delay) gets workers
+for its waiting checks, while a stack that computes, or a check held up because the CPUs are busy,
+gains nothing from more workers than cores but their memory. It shrinks to
 `minWorkers` when idle, queues at most `maxQueuedChecks`, kills a worker whose check outlives
 `checkTimeoutMs` and replaces one after `maxChecksPerWorker` checks.
 */
@@ -52,6 +53,22 @@ type Job = {
 
 type ChildWorker = ChildProcessByStdio<Writable, Readable, Readable>;
 
+/**
+Whether a process sleeps (state S or D in /proc/PID/stat: it waits on a socket, a timer, a child or a
+disk) rather than runs or waits for a CPU (R). A process that cannot be read counts as asleep, as
+every slow check counted before this was asked.
+*/
+function asleep(pid: number): boolean {
+	try {
+		const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+		// The state is the first field after the parenthesised command, which may hold spaces.
+		const state = stat[stat.lastIndexOf(')') + 2];
+		return state !== 'R';
+	} catch {
+		return true;
+	}
+}
+
 /** The processes below `pid`, from /proc: found before anything is killed, since orphans are re-parented. */
 function descendantsOf(pid: number): number[] {
 	const children = new Map<number, number[]>();
@@ -87,6 +104,8 @@ class Worker {
 	job: Job | undefined;
 	/** When the current job was handed over (`performance.now()`). */
 	jobStarted = 0;
+	/** Until when (`performance.now()`) its slow check counts as computing, not waiting: /proc is read again after. */
+	computingUntil = 0;
 	/** When its last job ended, or it started. */
 	#idleSince = performance.now();
 	exited = false;
@@ -129,6 +148,7 @@ class Worker {
 	run(job: Job): void {
 		this.job = job;
 		this.jobStarted = performance.now();
+		this.computingUntil = 0;
 		this.checks++;
 		const frame = encodeRequest(job.request);
 		// The frame holds the password: zero it once the pipe has taken it, not before. The
@@ -461,8 +481,14 @@ export class WorkerPool implements PamChecker {
 
 	/**
 	Whether a check that waits may have a new worker: always up to `eagerWorkers` (`true`), beyond
-	that one more for each running check that has taken `slowCheckMs` (`'slow'`). Otherwise the time
-	until the next running check turns slow, when the question is worth asking again.
+	that one more for each running check that has taken `slowCheckMs` with its worker asleep
+	(`'slow'`). Otherwise the time until the question is worth asking again: when the next running
+	check turns slow, or when a worker found computing is looked at again.
+
+	A slow check whose worker runs, or waits for a CPU, is not waiting on anything another worker
+	could overlap: on a machine whose CPUs were saturated (or stalled by its hypervisor), every check
+	in hand turned slow at once, and the pool grew to 29 workers and 134 MiB for checks that
+	computed. /proc is read only for a check past `slowCheckMs`, and at most once a quarter of it.
 	*/
 	#mayGrow(): true | 'slow' | number | undefined {
 		const {maxWorkers, slowCheckMs} = this.#options;
@@ -482,10 +508,13 @@ export class WorkerPool implements PamChecker {
 		for (const worker of this.#workers) {
 			if (worker.job) {
 				const runningMs = now - worker.jobStarted;
-				if (runningMs >= slowCheckMs) {
+				if (runningMs < slowCheckMs) {
+					nextSlowInMs = Math.min(nextSlowInMs, slowCheckMs - runningMs);
+				} else if (now >= worker.computingUntil && asleep(worker.pid)) {
 					slow++;
 				} else {
-					nextSlowInMs = Math.min(nextSlowInMs, slowCheckMs - runningMs);
+					worker.computingUntil = Math.max(worker.computingUntil, now + slowCheckMs / 4);
+					nextSlowInMs = Math.min(nextSlowInMs, worker.computingUntil - now);
 				}
 			}
 		}

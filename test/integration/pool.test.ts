@@ -73,6 +73,39 @@ describe('pool growth', () => {
 	});
 });
 
+describe('pool growth for slow checks', () => {
+	/** A worker that reads the first byte of a request and then never answers: it does `then` instead. */
+	function stuckWorker(name: string, then: string): string {
+		const workerPath = path.join(directory, name);
+		writeFileSync(workerPath, `#!/bin/sh\nhead -c 1 >/dev/null\n${then}\n`, {mode: 0o755});
+		return workerPath;
+	}
+
+	async function workersAfterSlowChecks(workerPath: string): Promise<number> {
+		const pool = new WorkerPool({...defaultConfig(), minWorkers: 1, eagerWorkers: 1, maxWorkers: 4, slowCheckMs: 20, workerPath}, pino({level: 'silent'}));
+		const checks = [pool.check(request()), pool.check(request()), pool.check(request())];
+		try {
+			// Ten times the slow-check time: the pool has had every chance to grow.
+			await new Promise(resolve => {
+				setTimeout(resolve, 200);
+			});
+			return pool.stats.workers;
+		} finally {
+			await pool.close();
+			await Promise.all(checks);
+		}
+	}
+
+	it('grows for checks whose workers wait', async () => {
+		expect(await workersAfterSlowChecks(stuckWorker('sleeping-worker', 'exec sleep 60'))).toBe(3);
+	});
+
+	it('does not grow for checks whose workers compute', async () => {
+		// A worker that runs (or waits for a CPU) would only compete with another one for the CPUs.
+		expect(await workersAfterSlowChecks(stuckWorker('computing-worker', 'while :; do :; done'))).toBe(1);
+	});
+});
+
 describe('a worker that breaks the protocol', () => {
 	it('answers fail, names the worker and stops it', async () => {
 		// Reads the first byte of the request, then sends a frame too short to be a response.
