@@ -290,7 +290,8 @@ export function markdown(report) {
 
 	if (report.nodeFloor?.afterLoad) {
 		const floor = report.nodeFloor;
-		const flags = floor.flags.length > 0 ? ` (\`node ${floor.flags.join(' ')}\`, the daemon's flags)` : '';
+		const launch = [...Object.entries(floor.environment ?? {}).map(([name, value]) => `${name}=${value}`), 'node', ...floor.flags].join(' ');
+		const flags = launch !== 'node' ? ` (\`${launch}\`, as the daemon runs)` : '';
 		push('', '## The floor of the runtime', '', `What any Node.js daemon of this shape starts from${flags}: bare Node.js waiting on a timer holds ${floor.bareIdle.totalMiB} MiB${floor.bareIdle.fileMiB === undefined ? '' : `, ${floor.bareIdle.fileMiB} MiB of it pages of the \`node\` executable and its libraries`}. A Node.js server that answers \`ok\` to every line at once (bench/node-floor.mjs: no PAM, no log, no limits) holds ${floor.idle.totalMiB} MiB idle${splitText(floor.idle)} and ${floor.afterLoad.totalMiB} MiB after these loads: one request per connection, 8 clients, ${number(floor.oneshot8.rate)} /s at ${floor.oneshot8.cpuMsPerRequest} ms CPU a request; pipelined, 64 clients, ${number(floor.pipelined64.rate)} /s at ${floor.pipelined64.cpuMsPerRequest} ms CPU a request. Most of a Node.js process's resident memory is the pages of the \`node\` executable itself (shared, read from the file), and a garbage-collected heap grows under load before it is collected.`);
 	}
 

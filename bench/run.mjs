@@ -228,7 +228,7 @@ function setup(quickSetup) {
 	const wakeup = compile('wakeup');
 
 	const perf = spawnSync('perf', ['--version'], {encoding: 'utf8'}).status === 0;
-	return {site, script, loop, trivialServer, oneshotLoad, wakeup, daemonNodeFlags: daemonNodeFlags(), x2goVersion, perf, buildError};
+	return {site, script, loop, trivialServer, oneshotLoad, wakeup, ...daemonLaunch(), x2goVersion, perf, buildError};
 }
 
 // --- Processes ----------------------------------------------------------------------------------
@@ -383,27 +383,41 @@ async function warmUp(running, protocol, mode) {
 	return load({socket: running.socket, protocol, mode, clients: 8, depth, seconds: warmupSeconds, wrongShare: 0.5});
 }
 
-/** Node's flags from the daemon's first line (`#!/usr/bin/env -S node FLAGS`), as its package runs it. */
-function daemonNodeFlags() {
+/**
+Node's flags and environment from the daemon's first line (`#!/usr/bin/env -S [NAME=VALUE ...] node
+FLAGS`), as its package runs it: the daemon and the floors run under both.
+*/
+function daemonLaunch() {
 	const shebang = readFileSync(path.join(root, 'dist/cli/daemon.js'), 'utf8').split('\n', 1)[0];
-	return /^#!\/usr\/bin\/env -S node (.+)$/.exec(shebang)?.[1].split(/\s+/) ?? [];
+	const [, variables = '', flags = ''] = /^#!\/usr\/bin\/env -S ((?:\w+=\S*\s+)*)node\s+(.+)$/.exec(shebang) ?? [];
+	return {
+		daemonNodeFlags: flags.split(/\s+/).filter(Boolean),
+		daemonEnvironment: Object.fromEntries(variables.split(/\s+/).filter(Boolean).map(variable => [variable.slice(0, variable.indexOf('=')), variable.slice(variable.indexOf('=') + 1)])),
+	};
+}
+
+/** How the daemon's first line runs it, for the report: `NAME=VALUE node FLAGS`. */
+function launchText(prepared) {
+	return [...Object.entries(prepared.daemonEnvironment).map(([name, value]) => `${name}=${value}`), 'node', ...prepared.daemonNodeFlags].join(' ');
 }
 
 function peerDefinitions(sandbox, prepared, directory, relayWorkers) {
 	const env = {...process.env, ...sandbox.environment};
+	// The daemon and the design's floor run under the environment of the daemon's first line.
+	const daemonEnv = {...env, ...prepared.daemonEnvironment};
 	const me = os.userInfo().username;
 	const logFile = name => openSync(path.join(directory, `${name}.log`), 'a');
 	return {
 		'pam-authservice': {
 			protocol: 'line',
 			pipelining: true,
-			note: `this project (dist/ built from the working tree), run as its package runs it (\`node ${prepared.daemonNodeFlags.join(' ')}\`), its defaults except ${raisedLimits.join(' ')}: the load generator is one uid sending thousands of failures a second over up to 10 000 connections. Logs (JSON, one line a request) to a file.`,
+			note: `this project (dist/ built from the working tree), run as its package runs it (\`${launchText(prepared)}\`), its defaults except ${raisedLimits.join(' ')}: the load generator is one uid sending thousands of failures a second over up to 10 000 connections. Logs (JSON, one line a request) to a file.`,
 			async start({nodeFlags = [], extraArgs = []} = {}) {
 				const socket = path.join(directory, 'pam-authservice.socket');
 				const out = logFile('pam-authservice');
 				const child = spawnTracked(process.execPath, [...prepared.daemonNodeFlags, ...nodeFlags, path.join(root, 'dist/cli/daemon.js'), '--config', '/dev/null', '-s', socket,
 					'--owner', String(process.getuid()), '--group', String(process.getgid()), '--services', 'x2gobroker', 'faildelay', ...raisedLimits, ...extraArgs],
-				{env, stdio: ['ignore', out, out]});
+				{env: daemonEnv, stdio: ['ignore', out, out]});
 				closeSync(out);
 				return {socket, pid: child.pid, logFile: path.join(directory, 'pam-authservice.log'), startMs: await waitForSocket(socket, child.pid, 15_000, path.join(directory, 'pam-authservice.log')), stop: async () => stopTree(child.pid)};
 			},
@@ -435,7 +449,7 @@ function peerDefinitions(sandbox, prepared, directory, relayWorkers) {
 				const socket = path.join(directory, 'relay-floor.socket');
 				const begun = performance.now();
 				const child = spawnTracked(process.execPath, [...prepared.daemonNodeFlags, path.join(root, 'bench/relay-floor.mjs'), socket, path.join(root, 'build/pam-authservice-worker'), String(relayWorkers)],
-					{env, stdio: ['ignore', 'pipe', 'inherit']});
+					{env: daemonEnv, stdio: ['ignore', 'pipe', 'inherit']});
 				await serverReady(child, 'the relay floor');
 				return {socket, pid: child.pid, startMs: performance.now() - begun, stop: async () => stopTree(child.pid)};
 			},
@@ -965,12 +979,13 @@ try {
 		// The runtime's floor: bare Node.js, idle; and a Node.js server that answers at once, with
 		// the daemon's Node.js flags, under the loads the daemon gets (rate, CPU, memory after).
 		log('the floor of the runtime: bare Node.js, and a Node.js server that answers at once');
-		const bare = spawnTracked(process.execPath, [...prepared.daemonNodeFlags, '-e', 'setInterval(() => {}, 1000)'], {stdio: 'ignore'});
+		const floorEnv = {...process.env, ...prepared.daemonEnvironment};
+		const bare = spawnTracked(process.execPath, [...prepared.daemonNodeFlags, '-e', 'setInterval(() => {}, 1000)'], {env: floorEnv, stdio: 'ignore'});
 		await sleep(1000);
-		report.nodeFloor = {flags: prepared.daemonNodeFlags, bareIdle: memory([bare.pid])};
+		report.nodeFloor = {flags: prepared.daemonNodeFlags, environment: prepared.daemonEnvironment, bareIdle: memory([bare.pid])};
 		await stopTree(bare.pid);
 		const floorSocket = path.join(directory, 'node-floor.socket');
-		const floor = spawnTracked(process.execPath, [...prepared.daemonNodeFlags, path.join(root, 'bench/node-floor.mjs'), floorSocket], {stdio: ['ignore', 'pipe', 'inherit']});
+		const floor = spawnTracked(process.execPath, [...prepared.daemonNodeFlags, path.join(root, 'bench/node-floor.mjs'), floorSocket], {env: floorEnv, stdio: ['ignore', 'pipe', 'inherit']});
 		await serverReady(floor, 'the Node.js floor server');
 		await sleep(500);
 		report.nodeFloor.idle = memory([floor.pid]);

@@ -173,12 +173,13 @@ describe.skipIf(cannotPackage)('the Debian package', () => {
 		expect(field('Conflicts')).toBe('x2gobroker-authservice');
 	});
 
-	it('runs the daemon with the Node.js flags of its script\'s first line', () => {
+	it('runs the daemon with the Node.js flags and environment of its script\'s first line', () => {
 		const shebang = readFileSync(path.join(repositoryRoot, 'dist/cli/daemon.js'), 'utf8').split('\n')[0]!;
-		const flags = /^#!\/usr\/bin\/env -S node (.+)$/.exec(shebang)?.[1];
+		const [, variables, flags] = /^#!\/usr\/bin\/env -S (MALLOC_ARENA_MAX=\d+) node (.+)$/.exec(shebang) ?? [];
 		expect(flags).toMatch(/--max-semi-space-size=\d+/);
 		const wrapper = readFileSync(path.join(repositoryRoot, 'build/deb/root/usr/sbin/pam-authserviced'), 'utf8');
-		expect(wrapper).toBe(`#!/bin/sh\nexec /usr/bin/node ${flags} /usr/lib/pam-authservice/dist/cli/daemon.js "$@"\n`);
+		expect(wrapper).toBe(`#!/bin/sh\nexport ${variables}\nexec /usr/bin/node ${flags} /usr/lib/pam-authservice/dist/cli/daemon.js "$@"\n`);
+		expect(readFileSync(path.join(repositoryRoot, 'build/deb/root/usr/bin/pam-authservice'), 'utf8')).toBe('#!/bin/sh\nexec /usr/bin/node /usr/lib/pam-authservice/dist/cli/client.js "$@"\n');
 		expect(readFileSync(path.join(repositoryRoot, 'build/deb/root/usr/lib/pam-authservice/dist/cli/daemon.js'), 'utf8').split('\n')[0]).toBe('#!/usr/bin/node');
 	});
 
