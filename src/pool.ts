@@ -55,8 +55,9 @@ type ChildWorker = ChildProcessByStdio<Writable, Readable, Readable>;
 
 /**
 Whether a process sleeps (state S or D in /proc/PID/stat: it waits on a socket, a timer, a child or a
-disk) rather than runs or waits for a CPU (R). A process that cannot be read counts as asleep, as
-every slow check counted before this was asked.
+disk) rather than runs or waits for a CPU (R). Any state but R counts as asleep, and so does a
+process that cannot be read (one that has just exited): those checks count as slow, as every slow
+check did before this was asked.
 */
 function asleep(pid: number): boolean {
 	try {
