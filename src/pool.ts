@@ -54,17 +54,23 @@ type Job = {
 type ChildWorker = ChildProcessByStdio<Writable, Readable, Readable>;
 
 /**
-Whether a process sleeps (state S or D in /proc/PID/stat: it waits on a socket, a timer, a child or a
-disk) rather than runs or waits for a CPU (R). Any state but R counts as asleep, and so does a
-process that cannot be read (one that has just exited): those checks count as slow, as every slow
-check did before this was asked.
+The fields of /proc/PID/stat after the parenthesised command (which may hold spaces): the state
+first, then the parent's pid. Throws when the process is gone.
+*/
+function statFields(pid: number | string): string[] {
+	const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+	return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
+/**
+Whether a process sleeps (state S or D: it waits on a socket, a timer, a child or a disk) rather
+than runs or waits for a CPU (R). Any state but R counts as asleep, and so does a process that
+cannot be read (one that has just exited): those checks count as slow, as every slow check did
+before this was asked.
 */
 function asleep(pid: number): boolean {
 	try {
-		const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-		// The state is the first field after the parenthesised command, which may hold spaces.
-		const state = stat[stat.lastIndexOf(')') + 2];
-		return state !== 'R';
+		return statFields(pid)[0] !== 'R';
 	} catch {
 		return true;
 	}
@@ -79,9 +85,7 @@ function descendantsOf(pid: number): number[] {
 		}
 
 		try {
-			// The parent pid is the second field after the parenthesised command, which may hold spaces.
-			const stat = readFileSync(`/proc/${entry}/stat`, 'latin1');
-			const parent = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+			const parent = Number(statFields(entry)[1]);
 			children.set(parent, [...children.get(parent) ?? [], Number(entry)]);
 		} catch {
 			// Exited while we looked.
