@@ -515,11 +515,13 @@ export class WorkerPool implements PamChecker {
 				const runningMs = now - worker.jobStarted;
 				if (runningMs < slowCheckMs) {
 					nextSlowInMs = Math.min(nextSlowInMs, slowCheckMs - runningMs);
-				} else if (now >= worker.computingUntil && asleep(worker.pid)) {
+				} else if (now < worker.computingUntil) {
+					nextSlowInMs = Math.min(nextSlowInMs, worker.computingUntil - now);
+				} else if (asleep(worker.pid)) {
 					slow++;
 				} else {
-					worker.computingUntil = Math.max(worker.computingUntil, now + slowCheckMs / 4);
-					nextSlowInMs = Math.min(nextSlowInMs, worker.computingUntil - now);
+					worker.computingUntil = now + slowCheckMs / 4;
+					nextSlowInMs = Math.min(nextSlowInMs, slowCheckMs / 4);
 				}
 			}
 		}

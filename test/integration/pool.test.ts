@@ -100,6 +100,27 @@ describe('pool growth for slow checks', () => {
 		expect(await workersAfterSlowChecks(stuckWorker('sleeping-worker', 'exec sleep 60'))).toBe(3);
 	});
 
+	it('grows for a check that computed first and waits now, while requests keep coming', async () => {
+		// Computes for 150 ms, then sleeps: the pool must look again, however often it is asked.
+		const workerPath = path.join(directory, 'computing-then-sleeping-worker');
+		writeFileSync(workerPath, `#!${process.execPath}\nconst end = Date.now() + 150;\nwhile (Date.now() < end) {}\nsetTimeout(() => {}, 60_000);\n`, {mode: 0o755});
+		const pool = new WorkerPool({...defaultConfig(), minWorkers: 1, eagerWorkers: 1, maxWorkers: 4, slowCheckMs: 20, workerPath}, pino({level: 'silent'}));
+		const checks = [pool.check(request())];
+		// A request every 2 ms, each asking the pool whether it may grow: more often than the
+		// quarter of slowCheckMs after which a worker found computing is looked at again.
+		const arrivals = setInterval(() => checks.push(pool.check(request())), 2);
+		try {
+			await new Promise(resolve => {
+				setTimeout(resolve, 600);
+			});
+			expect(pool.stats.workers).toBeGreaterThan(1);
+		} finally {
+			clearInterval(arrivals);
+			await pool.close();
+			await Promise.all(checks);
+		}
+	});
+
 	it('does not grow for checks whose workers compute', async () => {
 		// A worker that runs (or waits for a CPU) would only compete with another one for the CPUs.
 		expect(await workersAfterSlowChecks(stuckWorker('computing-worker', 'while :; do :; done'))).toBe(1);
