@@ -3,10 +3,10 @@
 // (dist/protocol.js: LineReader, parseRequest), relays each to the daemon's own C workers
 // (build/pam-authservice-worker, frames written and read by dist/worker-protocol.js) and
 // answers `ok` or `fail` by their result, in request order per connection: no log, no limits, no
-// throttle, no time-outs, no supervision. Run with the daemon's Node.js flags and environment and as many workers
-// as the daemon starts under load (two a core), it shows what the shape itself (one event loop,
-// one hop to a worker and back) allows against the same load generator; the gap to
-// pam-authservice is what the daemon's own work costs.
+// throttle, no time-outs, no supervision. Run with the daemon's Node.js flags and environment, and
+// as many workers as the daemon starts under load (two a core), it shows what the shape itself
+// (one event loop, one hop to a worker and back) allows against the same load generator; the gap
+// to pam-authservice is what the daemon's own work costs.
 // `node bench/relay-floor.mjs SOCKET WORKER_PATH WORKERS` prints `ready` once it listens.
 import {spawn} from 'node:child_process';
 import {rmSync} from 'node:fs';

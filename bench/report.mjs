@@ -4,6 +4,11 @@
 const ours = 'pam-authservice';
 const peerOrder = ['pam-authservice', 'x2gobroker-authservice', 'saslauthd'];
 
+/** How a Node.js program was run, for the report: `NAME=VALUE node FLAGS`. */
+export function launchText(environment = {}, flags = []) {
+	return [...Object.entries(environment).map(([name, value]) => `${name}=${value}`), 'node', ...flags].join(' ');
+}
+
 export function number(value) {
 	if (value === undefined || value === null || Number.isNaN(value)) {
 		return '–';
@@ -290,7 +295,7 @@ export function markdown(report) {
 
 	if (report.nodeFloor?.afterLoad) {
 		const floor = report.nodeFloor;
-		const launch = [...Object.entries(floor.environment ?? {}).map(([name, value]) => `${name}=${value}`), 'node', ...floor.flags].join(' ');
+		const launch = launchText(floor.environment, floor.flags);
 		const flags = launch !== 'node' ? ` (\`${launch}\`, as the daemon runs)` : '';
 		push('', '## The floor of the runtime', '', `What any Node.js daemon of this shape starts from${flags}: bare Node.js waiting on a timer holds ${floor.bareIdle.totalMiB} MiB${floor.bareIdle.fileMiB === undefined ? '' : `, ${floor.bareIdle.fileMiB} MiB of it pages of the \`node\` executable and its libraries`}. A Node.js server that answers \`ok\` to every line at once (bench/node-floor.mjs: no PAM, no log, no limits) holds ${floor.idle.totalMiB} MiB idle${splitText(floor.idle)} and ${floor.afterLoad.totalMiB} MiB after these loads: one request per connection, 8 clients, ${number(floor.oneshot8.rate)} /s at ${floor.oneshot8.cpuMsPerRequest} ms CPU a request; pipelined, 64 clients, ${number(floor.pipelined64.rate)} /s at ${floor.pipelined64.cpuMsPerRequest} ms CPU a request. Most of a Node.js process's resident memory is the pages of the \`node\` executable itself (shared, read from the file), and a garbage-collected heap grows under load before it is collected.`);
 	}

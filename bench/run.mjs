@@ -22,7 +22,7 @@ import {createInterface} from 'node:readline';
 import {setTimeout as sleep} from 'node:timers/promises';
 import {fileURLToPath} from 'node:url';
 import {summariseCpuProfile, summarisePerf} from './profile.mjs';
-import {chart, markdown, targets} from './report.mjs';
+import {chart, launchText, markdown, targets} from './report.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 
@@ -396,11 +396,6 @@ function daemonLaunch() {
 	};
 }
 
-/** How the daemon's first line runs it, for the report: `NAME=VALUE node FLAGS`. */
-function launchText(prepared) {
-	return [...Object.entries(prepared.daemonEnvironment).map(([name, value]) => `${name}=${value}`), 'node', ...prepared.daemonNodeFlags].join(' ');
-}
-
 function peerDefinitions(sandbox, prepared, directory, relayWorkers) {
 	const env = {...process.env, ...sandbox.environment};
 	// The daemon and the design's floor run under the environment of the daemon's first line.
@@ -411,7 +406,7 @@ function peerDefinitions(sandbox, prepared, directory, relayWorkers) {
 		'pam-authservice': {
 			protocol: 'line',
 			pipelining: true,
-			note: `this project (dist/ built from the working tree), run as its package runs it (\`${launchText(prepared)}\`), its defaults except ${raisedLimits.join(' ')}: the load generator is one uid sending thousands of failures a second over up to 10 000 connections. Logs (JSON, one line a request) to a file.`,
+			note: `this project (dist/ built from the working tree), run as its package runs it (\`${launchText(prepared.daemonEnvironment, prepared.daemonNodeFlags)}\`), its defaults except ${raisedLimits.join(' ')}: the load generator is one uid sending thousands of failures a second over up to 10 000 connections. Logs (JSON, one line a request) to a file.`,
 			async start({nodeFlags = [], extraArgs = []} = {}) {
 				const socket = path.join(directory, 'pam-authservice.socket');
 				const out = logFile('pam-authservice');
